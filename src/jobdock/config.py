@@ -1,0 +1,31 @@
+"""Settings, read from JOBDOCK_* environment variables (and overridable in code)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_RETENTION_S = 7 * 24 * 3600
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JOBDOCK_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///.jobdock/jobdock.db",
+        description="sqlite:///path/to/file.db or postgresql://user@host:port/db",
+    )
+    blob_url: str = Field("file://.jobdock/blobs", description="file://dir (S3 comes later)")
+    retention_s: int = Field(DEFAULT_RETENTION_S, ge=0, description="keep finished jobs this long")
+    lease_s: float = Field(30.0, gt=0, description="a claimed job is rescued this long after"
+                           " its worker's last heartbeat")
+    poll_interval_s: float = Field(1.0, gt=0, description="how often an idle worker looks for"
+                                   " jobs when no wake-up arrives")
+    claim_batch: int = Field(256, ge=1, le=10_000, description="most jobs claimed at once")
+    flush_interval_s: float = Field(0.05, gt=0, description="how long completions, counters and"
+                                    " errors wait before they are written together")
+    maintenance_interval_s: float = Field(1.0, gt=0)
+    retry_backoff_base_s: float = Field(1.0, ge=0)
+    retry_backoff_max_s: float = Field(3600.0, ge=0)
+    sqlite_synchronous: str = Field("NORMAL", pattern="^(OFF|NORMAL|FULL|EXTRA)$")
+    pg_pool_max: int = Field(10, ge=1)

@@ -1,0 +1,125 @@
+"""Exceptions raised by jobdock.
+
+    JobdockError
+    ├── NotFound                    (HTTP 404)
+    │   ├── JobNotFound
+    │   ├── TenantNotFound
+    │   └── UnknownKind
+    ├── InvalidInput                (HTTP 400/422: the caller must change the request)
+    ├── Conflict                    (HTTP 409)
+    │   ├── IllegalTransition
+    │   ├── IdempotencyConflict
+    │   └── AlreadyExists
+    ├── JobCanceled                 (raised inside a job function to stop it)
+    └── StoreError                  (driver errors, translated at the store boundary)
+        └── StoreUnavailable        (the database cannot be reached; retry later)
+
+Store implementations translate driver exceptions into StoreError subclasses so
+that nothing above the store knows sqlite3 or psycopg.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class JobdockError(Exception):
+    """Root of every jobdock exception."""
+
+    code = "error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class NotFound(JobdockError):
+    code = "not_found"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} not found", job_id=job_id)
+
+
+class TenantNotFound(NotFound):
+    code = "tenant_not_found"
+
+    def __init__(self, tenant: str) -> None:
+        super().__init__(
+            f"tenant {tenant!r} does not exist; create it first (jobdock tenants create)",
+            tenant=tenant,
+        )
+
+
+class UnknownKind(NotFound):
+    code = "unknown_kind"
+
+    def __init__(self, kind: str, known: list[str]) -> None:
+        super().__init__(
+            f"unknown job kind {kind!r}; registered kinds: {', '.join(sorted(known)) or 'none'}",
+            kind=kind,
+            known=sorted(known),
+        )
+
+
+class InvalidInput(JobdockError):
+    """The request cannot be carried out as given; `errors` lists field problems."""
+
+    code = "invalid_input"
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message, errors=errors or [])
+        self.errors = errors or []
+
+
+class Conflict(JobdockError):
+    code = "conflict"
+
+
+class IllegalTransition(Conflict):
+    code = "illegal_transition"
+
+    def __init__(self, job_id: str, current: str, wanted: str) -> None:
+        super().__init__(
+            f"job {job_id!r} is {current}; it cannot become {wanted}",
+            job_id=job_id,
+            current=current,
+            wanted=wanted,
+        )
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+
+    def __init__(self, key: str, job_id: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was already used for job {job_id!r} with another input;"
+            " use a new key for a different job",
+            idempotency_key=key,
+            job_id=job_id,
+        )
+
+
+class AlreadyExists(Conflict):
+    code = "already_exists"
+
+
+class JobCanceled(JobdockError):
+    """Raised by `JobContext.raise_if_cancelled()`; the worker records the job as canceled."""
+
+    code = "canceled"
+
+    def __init__(self, message: str = "job was canceled") -> None:
+        super().__init__(message)
+
+
+class StoreError(JobdockError):
+    code = "store_error"
+
+
+class StoreUnavailable(StoreError):
+    code = "store_unavailable"

@@ -1,0 +1,228 @@
+"""The store interface: every read and write of job data goes through it.
+
+Methods are noun-first (`job_claim_many`, `tenant_create`) and take `now`
+where time matters, so that tests can fix the clock; `now=None` means the
+database's clock. Implementations translate driver errors into
+`jobdock.errors.StoreError` subclasses at this boundary.
+
+Guarded writes: every method that changes a job's status names the statuses
+it may change it from in its WHERE clause and reports whether it happened, so
+that a race (a rescue against a completion, a cancel against a claim) is
+decided by the database and never overwrites a newer state.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from jobdock.model import (
+    Artifact,
+    Attempt,
+    Completion,
+    Job,
+    JobErrorRecord,
+    JobQuery,
+    JobStatus,
+    NewJob,
+    ProgressUpdate,
+    RescueResult,
+    Tenant,
+)
+
+
+@dataclass(slots=True)
+class HeartbeatResult:
+    """What a heartbeat learned about the jobs a worker holds."""
+
+    lost: set[str] = field(default_factory=set)  # no longer this worker's attempt: stop them
+    canceling: set[str] = field(default_factory=set)  # cancel requested: tell the job
+
+
+@dataclass(slots=True)
+class InsertResult:
+    job: Job
+    created: bool  # False when an idempotency key matched an existing job
+
+
+class QueueWaiter(abc.ABC):
+    """Blocks an idle worker until jobs may be available (a hint, never the truth)."""
+
+    @abc.abstractmethod
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds; True when woken by a hint of new jobs."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class Store(abc.ABC):
+    backend: str
+
+    # -- lifecycle ---------------------------------------------------------
+    @abc.abstractmethod
+    def migrate(self) -> list[int]:
+        """Apply pending migrations (safe to run twice and concurrently); return those applied."""
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def now(self) -> datetime:
+        """The database's clock."""
+
+    # -- tenants -----------------------------------------------------------
+    @abc.abstractmethod
+    def tenant_create(self, tenant_id: str, retention_s: int | None = None) -> Tenant:
+        """Create a tenant; AlreadyExists if it exists."""
+
+    @abc.abstractmethod
+    def tenant_get(self, tenant_id: str) -> Tenant | None: ...
+
+    @abc.abstractmethod
+    def tenant_list(self) -> list[Tenant]: ...
+
+    # -- jobs: submit and read ---------------------------------------------
+    @abc.abstractmethod
+    def job_insert_many(self, jobs: Sequence[NewJob]) -> list[InsertResult]:
+        """Insert jobs in one transaction (all or none), assigning per-tenant `seq`.
+
+        A job whose (tenant, idempotency_key) exists returns the existing job with
+        created=False when the input is equal, and raises IdempotencyConflict when
+        it differs. An unknown tenant raises TenantNotFound.
+        """
+
+    @abc.abstractmethod
+    def job_get(self, tenant_id: str, job_id: str, now: datetime | None = None) -> Job | None:
+        """The job, or None when it does not exist, belongs to another tenant or has expired."""
+
+    @abc.abstractmethod
+    def job_list(self, query: JobQuery, now: datetime | None = None) -> list[Job]:
+        """Up to `query.page_size` jobs, newest (highest id) first, below `query.after_id`."""
+
+    @abc.abstractmethod
+    def job_attempts(self, tenant_id: str, job_id: str) -> list[Attempt]:
+        """The recorded history of attempts that did not end the job in success."""
+
+    # -- jobs: the queue ---------------------------------------------------
+    @abc.abstractmethod
+    def job_claim_many(
+        self,
+        worker_id: str,
+        kinds: Sequence[str],
+        limit: int,
+        lease_s: float,
+        now: datetime | None = None,
+    ) -> list[Job]:
+        """Claim up to `limit` due queued jobs of `kinds`, round robin across tenants.
+
+        Claimed jobs become running with `attempt` incremented, `started_at` and a
+        lease until now + lease_s.
+        """
+
+    @abc.abstractmethod
+    def job_heartbeat_many(
+        self, claims: Sequence[tuple[str, int]], lease_s: float, now: datetime | None = None
+    ) -> HeartbeatResult:
+        """Extend the leases of (job_id, attempt) pairs the caller still holds."""
+
+    @abc.abstractmethod
+    def job_progress_many(self, updates: Sequence[ProgressUpdate]) -> None:
+        """Write counters and progress of running attempts (fenced on job id and attempt)."""
+
+    @abc.abstractmethod
+    def job_complete_many(
+        self, completions: Sequence[Completion], now: datetime | None = None
+    ) -> set[str]:
+        """End attempts, fenced on (id, attempt, running or canceling); return accepted ids.
+
+        Outcomes: SUCCEEDED, FAILED and CANCELED end the job and set `expires_at`
+        to now + its retention; RETRY re-queues it at `retry_at` (a job asked to
+        cancel becomes canceled instead); RELEASED gives the attempt back and
+        re-queues it now. A refused completion (the attempt lost its lease) is
+        recorded in the job's attempt history and changes nothing else.
+        """
+
+    @abc.abstractmethod
+    def job_rescue_expired(
+        self,
+        backoff_base_s: float,
+        backoff_max_s: float,
+        now: datetime | None = None,
+        limit: int = 1000,
+    ) -> RescueResult:
+        """Jobs whose lease expired: re-queue with backoff, fail when attempts are spent,
+        and cancel those that were asked to cancel."""
+
+    @abc.abstractmethod
+    def job_promote_scheduled(self, now: datetime | None = None, limit: int = 10_000) -> int:
+        """Move scheduled jobs whose `run_at` has come to queued; return how many."""
+
+    # -- jobs: user actions ------------------------------------------------
+    @abc.abstractmethod
+    def job_set_status(
+        self,
+        tenant_id: str,
+        job_id: str,
+        sources: frozenset[JobStatus],
+        target: JobStatus,
+        now: datetime | None = None,
+        max_attempts: int | None = None,
+    ) -> Job | None:
+        """Move a job from one of `sources` to `target`; None when it was in no source status.
+
+        Terminal targets set `finished_at` and `expires_at`; QUEUED from a terminal
+        status (a manual retry) records the finished attempt in the history, clears
+        the result, error and finish times and sets `max_attempts` when given.
+        """
+
+    @abc.abstractmethod
+    def job_delete(self, tenant_id: str, job_id: str) -> list[str]:
+        """Delete a job, its descendants, their errors, attempts and artifact rows.
+
+        Returns the ids deleted (empty when the job did not exist)."""
+
+    @abc.abstractmethod
+    def job_purge_expired(self, now: datetime | None = None, limit: int = 1000) -> list[tuple[str, str]]:
+        """Delete up to `limit` expired jobs (with errors, attempts, artifacts rows);
+        return their (tenant_id, job_id) so that their blobs can be deleted."""
+
+    # -- per-record errors and artifacts -------------------------------------
+    @abc.abstractmethod
+    def job_errors_insert_many(self, records: Sequence[JobErrorRecord]) -> None: ...
+
+    @abc.abstractmethod
+    def job_errors_list(
+        self, tenant_id: str, job_id: str, after_id: str | None = None, limit: int = 1000
+    ) -> list[JobErrorRecord]:
+        """Errors of a job in creation order, after `after_id`."""
+
+    @abc.abstractmethod
+    def artifact_put(self, artifact: Artifact) -> None:
+        """Record an artifact (replacing one of the same name)."""
+
+    @abc.abstractmethod
+    def artifact_list(self, tenant_id: str, job_id: str) -> list[Artifact]: ...
+
+    # -- coordination ------------------------------------------------------
+    @abc.abstractmethod
+    def maintenance_lock(self) -> AbstractContextManager[bool]:
+        """Context manager yielding True in the one process that may run maintenance now."""
+
+    @abc.abstractmethod
+    def queue_waiter(self) -> QueueWaiter:
+        """A waiter woken when jobs are queued (LISTEN/NOTIFY, or cheap polling)."""
+
+
+def iter_batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """Slices of at most `size` items, so that one statement never gets too many parameters."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
