@@ -191,7 +191,9 @@ class Store(abc.ABC):
         Returns the ids deleted (empty when the job did not exist)."""
 
     @abc.abstractmethod
-    def job_purge_expired(self, now: datetime | None = None, limit: int = 1000) -> list[tuple[str, str]]:
+    def job_purge_expired(
+        self, now: datetime | None = None, limit: int = 1000
+    ) -> list[tuple[str, str]]:
         """Delete up to `limit` expired jobs (with errors, attempts, artifacts rows);
         return their (tenant_id, job_id) so that their blobs can be deleted."""
 

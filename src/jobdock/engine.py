@@ -1,0 +1,392 @@
+"""The rule book: every change of a job goes through here.
+
+Routers, workers and the CLI call the engine; the engine checks the rules
+(kinds, inputs, tenants, the transition table) and asks the store for guarded
+writes. When a guarded write finds the job in another status than the one it
+was decided on (a race with a worker or the rescuer), the engine reads the job
+again and decides again.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from jobdock import errors
+from jobdock.blobs import BlobStore
+from jobdock.config import Settings
+from jobdock.ids import is_id, new_ids
+from jobdock.model import (
+    ACTIVE,
+    TERMINAL,
+    Completion,
+    Job,
+    JobErrorRecord,
+    JobQuery,
+    JobStatus,
+    NewJob,
+    Outcome,
+    Page,
+    ProgressUpdate,
+    Tenant,
+    can_transition,
+)
+from jobdock.store import HeartbeatResult, Store
+from jobdock.store.backoff import backoff_s
+
+log = logging.getLogger("jobdock.engine")
+
+MAX_PAGE_SIZE = 1000
+_TENANT_CACHE_S = 10.0
+_RETRIES_ON_RACE = 5
+_TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+@dataclass(frozen=True, slots=True)
+class KindSpec:
+    """What the engine knows of a job kind: its defaults and its input schema."""
+
+    name: str
+    max_attempts: int = 3
+    timeout_s: float | None = None
+    retention_s: int | None = None
+    priority: int = 0
+    input_model: type[BaseModel] | None = None
+    description: str = ""
+
+    def input_schema(self) -> dict[str, Any]:
+        if self.input_model is None:
+            return {"type": "object"}
+        return self.input_model.model_json_schema()
+
+
+@dataclass(slots=True)
+class SubmitRequest:
+    kind: str
+    input: Any = field(default_factory=dict)
+    name: str | None = None
+    labels: dict[str, str] | None = None
+    priority: int | None = None
+    run_at: datetime | None = None
+    max_attempts: int | None = None
+    timeout_s: float | None = None
+    retention_s: int | None = None
+    idempotency_key: str | None = None
+    parent_id: str | None = None
+    app_id: str | None = None
+
+
+@dataclass(slots=True)
+class MaintenanceReport:
+    ran: bool = False
+    promoted: int = 0
+    requeued: int = 0
+    failed: int = 0
+    canceled: int = 0
+    purged: int = 0
+
+
+class Engine:
+    def __init__(self, store: Store, blobs: BlobStore, settings: Settings | None = None) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.settings = settings or Settings()
+        self.kinds: dict[str, KindSpec] = {}
+        self._tenants: dict[str, tuple[float, Tenant]] = {}
+
+    # -- kinds and tenants -------------------------------------------------
+    def register_kind(self, spec: KindSpec) -> None:
+        if spec.max_attempts < 1:
+            raise ValueError(f"kind {spec.name!r}: max_attempts must be at least 1")
+        self.kinds[spec.name] = spec
+
+    def kind(self, name: str) -> KindSpec:
+        spec = self.kinds.get(name)
+        if spec is None:
+            raise errors.UnknownKind(name, list(self.kinds))
+        return spec
+
+    def create_tenant(self, tenant_id: str, retention_s: int | None = None) -> Tenant:
+        _check_tenant_name(tenant_id)
+        return self.store.tenant_create(tenant_id, retention_s)
+
+    def tenant(self, tenant_id: str) -> Tenant:
+        cached = self._tenants.get(tenant_id)
+        if cached is not None and time.monotonic() - cached[0] < _TENANT_CACHE_S:
+            return cached[1]
+        found = self.store.tenant_get(tenant_id)
+        if found is None:
+            raise errors.TenantNotFound(tenant_id)
+        self._tenants[tenant_id] = (time.monotonic(), found)
+        return found
+
+    # -- submit ------------------------------------------------------------
+    def submit(self, request: SubmitRequest, tenant: str = "default") -> Job:
+        return self.submit_many([request], tenant)[0]
+
+    def submit_many(self, requests: Sequence[SubmitRequest], tenant: str = "default",
+                    now: datetime | None = None) -> list[Job]:
+        """Submit jobs in one transaction: all of them or none."""
+        if not requests:
+            return []
+        tenant_row = self.tenant(tenant)
+        moment = now or datetime.now(UTC)
+        ids = new_ids(len(requests), moment.timestamp())
+        parents = {r.parent_id for r in requests if r.parent_id is not None}
+        for parent_id in parents:
+            self.get(tenant, parent_id)
+        new_jobs = [self._new_job(job_id, r, tenant_row, moment)
+                    for job_id, r in zip(ids, requests, strict=True)]
+        try:
+            results = self.store.job_insert_many(new_jobs)
+        except (TypeError, ValueError) as exc:
+            raise errors.InvalidInput(f"job input must be JSON: {exc}") from exc
+        return [r.job for r in results]
+
+    def _new_job(self, job_id: str, r: SubmitRequest, tenant: Tenant, now: datetime) -> NewJob:
+        spec = self.kind(r.kind)
+        run_at = _aware(r.run_at, "run_at") or now
+        max_attempts = spec.max_attempts if r.max_attempts is None else r.max_attempts
+        if max_attempts < 1:
+            raise errors.InvalidInput("max_attempts must be at least 1",
+                                      [{"field": "max_attempts", "message": "must be >= 1"}])
+        if r.timeout_s is not None and r.timeout_s <= 0:
+            raise errors.InvalidInput("timeout_s must be positive",
+                                      [{"field": "timeout_s", "message": "must be > 0"}])
+        retention = next(v for v in (r.retention_s, spec.retention_s, tenant.retention_s,
+                                     self.settings.retention_s) if v is not None)
+        return NewJob(
+            id=job_id, tenant_id=tenant.id, kind=r.kind, input=_validated_input(spec, r.input),
+            status=JobStatus.SCHEDULED if run_at > now else JobStatus.QUEUED,
+            run_at=run_at, created_at=now, max_attempts=max_attempts, retention_s=retention,
+            app_id=r.app_id, name=r.name,
+            priority=spec.priority if r.priority is None else int(r.priority),
+            labels=_checked_labels(r.labels), parent_id=r.parent_id,
+            timeout_s=spec.timeout_s if r.timeout_s is None else r.timeout_s,
+            idempotency_key=r.idempotency_key,
+        )
+
+    # -- read --------------------------------------------------------------
+    def get(self, tenant: str, job_id: str, now: datetime | None = None) -> Job:
+        job = self.store.job_get(tenant, job_id, now) if is_id(job_id) else None
+        if job is None:
+            raise errors.JobNotFound(job_id)
+        return job
+
+    def list_jobs(self, query: JobQuery, page_token: str | None = None,
+             now: datetime | None = None) -> Page:
+        """A page of jobs, newest first; `next_page_token` continues the same query."""
+        if not 1 <= query.page_size <= MAX_PAGE_SIZE:
+            raise errors.InvalidInput(f"page_size must be between 1 and {MAX_PAGE_SIZE}",
+                                      [{"field": "page_size", "message": "out of range"}])
+        fingerprint = _query_fingerprint(query)
+        if page_token:
+            query.after_id = _decode_token(page_token, fingerprint)
+        wanted = query.page_size
+        query.page_size = wanted + 1
+        jobs = self.store.job_list(query, now)
+        query.page_size = wanted
+        if len(jobs) > wanted:
+            return Page(jobs[:wanted], _encode_token(jobs[wanted - 1].id, fingerprint))
+        return Page(jobs, None)
+
+    def children(self, tenant: str, job_id: str) -> list[Job]:
+        self.get(tenant, job_id)
+        out: list[Job] = []
+        token = None
+        while True:
+            query = JobQuery(tenant_id=tenant, parent_id=job_id, page_size=MAX_PAGE_SIZE)
+            page = self.list_jobs(query, token)
+            out.extend(page.items)
+            if page.next_page_token is None:
+                return out
+            token = page.next_page_token
+
+    def errors(self, tenant: str, job_id: str, after_id: str | None = None,
+               limit: int = 1000) -> list[JobErrorRecord]:
+        self.get(tenant, job_id)
+        return self.store.job_errors_list(tenant, job_id, after_id, limit)
+
+    # -- user actions ------------------------------------------------------
+    def cancel(self, tenant: str, job_id: str, hard: bool = False) -> Job:
+        """Cancel a job: at once when it waits; a running job is asked to stop
+        (it sees `ctx.cancelled` within a heartbeat), or stopped at once with `hard`."""
+        for _ in range(_RETRIES_ON_RACE):
+            job = self.get(tenant, job_id)
+            if job.status is JobStatus.CANCELED:
+                return job
+            if job.status in TERMINAL:
+                raise errors.IllegalTransition(job_id, job.status, JobStatus.CANCELED)
+            if job.status in ACTIVE:
+                target = JobStatus.CANCELED if hard else JobStatus.CANCELING
+                if job.status is JobStatus.CANCELING and not hard:
+                    return job
+            else:
+                target = JobStatus.CANCELED
+            changed = self._set_status(job, target)
+            if changed is not None:
+                return changed
+        raise errors.Conflict(f"job {job_id!r} kept changing while being canceled; try again")
+
+    def retry(self, tenant: str, job_id: str, extra_attempts: int | None = None) -> Job:
+        """Run a failed or canceled job again, as a new attempt with its history kept."""
+        for _ in range(_RETRIES_ON_RACE):
+            job = self.get(tenant, job_id)
+            if job.status not in (JobStatus.FAILED, JobStatus.CANCELED):
+                raise errors.IllegalTransition(job_id, job.status, JobStatus.QUEUED)
+            budget = extra_attempts or self.kinds.get(job.kind, KindSpec(job.kind)).max_attempts
+            changed = self._set_status(job, JobStatus.QUEUED, max_attempts=job.attempt + budget)
+            if changed is not None:
+                return changed
+        raise errors.Conflict(f"job {job_id!r} kept changing while being retried; try again")
+
+    def delete(self, tenant: str, job_id: str) -> list[str]:
+        """Delete a job with its children, errors and files; return the ids deleted.
+
+        A running job's worker finds its lease gone and its result refused."""
+        self.get(tenant, job_id)
+        deleted = self.store.job_delete(tenant, job_id)
+        for deleted_id in deleted:
+            self.blobs.delete_prefix(f"{tenant}/{deleted_id}")
+        return deleted
+
+    def _set_status(self, job: Job, target: JobStatus, **changes: Any) -> Job | None:
+        if not can_transition(job.status, target):
+            raise errors.IllegalTransition(job.id, job.status, target)
+        return self.store.job_set_status(job.tenant_id, job.id, frozenset({job.status}), target,
+                                         **changes)
+
+    # -- workers -----------------------------------------------------------
+    def claim(self, worker_id: str, kinds: Sequence[str], limit: int) -> list[Job]:
+        return self.store.job_claim_many(worker_id, kinds, limit, self.settings.lease_s)
+
+    def heartbeat(self, claims: Sequence[tuple[str, int]]) -> HeartbeatResult:
+        return self.store.job_heartbeat_many(claims, self.settings.lease_s)
+
+    def record_progress(self, updates: Sequence[ProgressUpdate]) -> None:
+        self.store.job_progress_many(updates)
+
+    def record_errors(self, records: Sequence[JobErrorRecord]) -> None:
+        self.store.job_errors_insert_many(records)
+
+    def complete(self, completions: Sequence[Completion]) -> set[str]:
+        return self.store.job_complete_many(completions)
+
+    def failure(self, job: Job, exc: BaseException, cancelled: bool,
+                stats: dict[str, int] | None = None,
+                progress: dict[str, Any] | None = None) -> Completion:
+        """How an attempt that raised `exc` ends: canceled, retried later, or failed."""
+        error = {"code": getattr(exc, "code", None) or type(exc).__name__,
+                 "message": str(exc) or type(exc).__name__}
+        if cancelled or isinstance(exc, errors.JobCanceled):
+            outcome, retry_at = Outcome.CANCELED, None
+        elif job.attempt < job.max_attempts and not isinstance(exc, errors.InvalidInput):
+            delay = backoff_s(job.attempt, self.settings.retry_backoff_base_s,
+                              self.settings.retry_backoff_max_s)
+            outcome, retry_at = Outcome.RETRY, datetime.now(UTC) + timedelta(seconds=delay)
+        else:
+            outcome, retry_at = Outcome.FAILED, None
+        return Completion(job.id, job.attempt, outcome, error=error, retry_at=retry_at,
+                          stats=stats, progress=progress)
+
+    # -- maintenance -------------------------------------------------------
+    def maintain(self, now: datetime | None = None) -> MaintenanceReport:
+        """One round of maintenance, run by one process at a time: promote due
+        scheduled jobs, rescue expired leases, purge expired jobs and their files."""
+        report = MaintenanceReport()
+        with self.store.maintenance_lock() as held:
+            if not held:
+                return report
+            report.ran = True
+            report.promoted = self.store.job_promote_scheduled(now)
+            rescued = self.store.job_rescue_expired(
+                self.settings.retry_backoff_base_s, self.settings.retry_backoff_max_s, now)
+            report.requeued, report.failed = rescued.requeued, rescued.failed
+            report.canceled = rescued.canceled
+            purged = self.store.job_purge_expired(now)
+            for tenant_id, job_id in purged:
+                self.blobs.delete_prefix(f"{tenant_id}/{job_id}")
+            report.purged = len(purged)
+        return report
+
+
+def _validated_input(spec: KindSpec, value: Any) -> Any:
+    if spec.input_model is None:
+        if not isinstance(value, dict):
+            raise errors.InvalidInput(f"input of kind {spec.name!r} must be a JSON object",
+                                      [{"field": "input", "message": "expected an object"}])
+        return value
+    try:
+        return spec.input_model.model_validate(value).model_dump(mode="json")
+    except ValidationError as exc:
+        problems = [{"field": ".".join(str(p) for p in e["loc"]) or "input",
+                     "message": e["msg"]} for e in exc.errors()]
+        details = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        raise errors.InvalidInput(f"input of kind {spec.name!r} is invalid: {details}",
+                                  problems) from None
+
+
+def _checked_labels(labels: dict[str, str] | None) -> dict[str, str]:
+    if not labels:
+        return {}
+    for key, value in labels.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise errors.InvalidInput("labels must map strings to strings",
+                                      [{"field": f"labels.{key}", "message": "expected a string"}])
+    return dict(labels)
+
+
+def _aware(value: datetime | None, name: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise errors.InvalidInput(f"{name} needs a time zone (e.g. 2026-01-01T00:00:00Z)",
+                                  [{"field": name, "message": "naive datetime"}])
+    return value
+
+
+def _check_tenant_name(name: str) -> None:
+    if not _TENANT_NAME.match(name):
+        raise errors.InvalidInput(
+            f"invalid tenant name {name!r}: use 1 to 63 lowercase letters, digits, '_' or '-',"
+            " starting with a letter or digit",
+            [{"field": "name", "message": "invalid tenant name"}])
+
+
+def _query_fingerprint(q: JobQuery) -> str:
+    """A short hash of what a page token belongs to, so a token is refused elsewhere."""
+    parts = [q.tenant_id, q.kinds, q.statuses, q.parent_id, q.app_id, sorted(q.labels.items()),
+             q.created_at_gte, q.created_at_lte, q.finished_at_gte, q.finished_at_lte,
+             sorted(q.stats_gte.items()), sorted(q.stats_lte.items())]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+def _encode_token(after_id: str, fingerprint: str) -> str:
+    raw = json.dumps({"a": after_id, "q": fingerprint}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str, fingerprint: str) -> str:
+    bad = errors.InvalidInput(
+        "page_token is not valid for this query: pass the next_page_token of the previous"
+        " page unchanged, with the same filters",
+        [{"field": "page_token", "message": "invalid page token"}])
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise bad from None
+    if not isinstance(data, dict) or data.get("q") != fingerprint:
+        raise bad
+    after = data.get("a")
+    if not isinstance(after, str) or not is_id(after):
+        raise bad
+    return after

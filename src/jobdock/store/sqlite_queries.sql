@@ -1,0 +1,165 @@
+-- SQLite queries. Times are Unix seconds; :now is always given by the caller.
+-- {cols} is replaced by the job column list, {kinds} by one placeholder per kind.
+
+-- name: tenant_insert
+INSERT INTO tenants (id, created_at, retention_s) VALUES (?, ?, ?);
+
+-- name: tenant_get
+SELECT id, created_at, retention_s FROM tenants WHERE id = ?;
+
+-- name: tenant_list
+SELECT id, created_at, retention_s FROM tenants ORDER BY id;
+
+-- name: tenant_take_seq
+-- Reserve `n` sequence numbers; returns the last one.
+UPDATE tenants SET next_seq = next_seq + ? WHERE id = ? RETURNING next_seq;
+
+-- name: job_insert
+INSERT INTO jobs (id, tenant_id, app_id, seq, kind, name, status, priority, input, labels,
+                  parent_id, max_attempts, run_at, timeout_s, retention_s, idempotency_key,
+                  created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: job_by_idempotency_key
+SELECT {cols} FROM jobs WHERE tenant_id = ? AND idempotency_key = ?;
+
+-- name: job_get
+SELECT {cols} FROM jobs
+WHERE id = ? AND tenant_id = ? AND (expires_at IS NULL OR expires_at > ?);
+
+-- name: job_any_due
+-- A cheap read before the claim's write transaction: is there anything to claim?
+SELECT 1 FROM jobs WHERE status = 'queued' AND run_at <= ? LIMIT 1;
+
+-- name: job_claim
+-- Round robin across tenants: each tenant's best `limit` due jobs are ranked
+-- within the tenant, then the best ranks of all tenants are taken first, so a
+-- tenant with a deep queue cannot push another tenant's jobs back.
+UPDATE jobs
+SET status = 'running', attempt = attempt + 1, started_at = :now, updated_at = :now,
+    lease_expires_at = :lease_until, worker_id = :worker_id
+WHERE status = 'queued' AND id IN (
+    SELECT id FROM (
+        SELECT j.id, j.priority, j.run_at,
+               row_number() OVER (PARTITION BY j.tenant_id
+                                  ORDER BY j.priority DESC, j.run_at, j.id) AS rank
+        FROM tenants t
+        JOIN jobs j ON j.id IN (
+            SELECT q.id FROM jobs q
+            WHERE q.tenant_id = t.id AND q.status = 'queued' AND q.run_at <= :now
+              AND q.kind IN ({kinds})
+            ORDER BY q.priority DESC, q.run_at, q.id
+            LIMIT :limit)
+    )
+    ORDER BY rank, priority DESC, run_at, id
+    LIMIT :limit)
+RETURNING {cols};
+
+-- name: job_heartbeat
+UPDATE jobs SET lease_expires_at = ?, updated_at = ?
+WHERE id = ? AND attempt = ? AND status IN ('running', 'canceling')
+RETURNING status;
+
+-- name: job_progress
+UPDATE jobs SET stats = coalesce(?, stats), progress = coalesce(?, progress), updated_at = ?
+WHERE id = ? AND attempt = ? AND status IN ('running', 'canceling');
+
+-- name: job_finish
+-- End an attempt: succeeded, failed or canceled.
+UPDATE jobs
+SET status = :status, result = :result, error = :error, stats = coalesce(:stats, stats),
+    progress = coalesce(:progress, progress), finished_at = :now, updated_at = :now,
+    expires_at = :now + retention_s, lease_expires_at = NULL
+WHERE id = :id AND attempt = :attempt AND status IN ('running', 'canceling')
+RETURNING started_at, worker_id;
+
+-- name: job_retry_later
+-- A failed attempt with attempts left; a job asked to cancel is canceled instead.
+UPDATE jobs
+SET status = CASE status WHEN 'canceling' THEN 'canceled' ELSE 'queued' END,
+    run_at = :run_at, error = :error, stats = coalesce(:stats, stats),
+    progress = coalesce(:progress, progress), updated_at = :now, lease_expires_at = NULL,
+    finished_at = CASE status WHEN 'canceling' THEN :now END,
+    expires_at = CASE status WHEN 'canceling' THEN :now + retention_s END
+WHERE id = :id AND attempt = :attempt AND status IN ('running', 'canceling')
+RETURNING started_at, worker_id;
+
+-- name: job_release
+-- A worker gives back an attempt it did not run (shutdown).
+UPDATE jobs
+SET status = 'queued', attempt = attempt - 1, run_at = :now, updated_at = :now,
+    lease_expires_at = NULL, worker_id = NULL
+WHERE id = :id AND attempt = :attempt AND status = 'running';
+
+-- name: attempt_insert
+INSERT INTO job_attempts (job_id, attempt, status, error, started_at, ended_at, worker_id)
+VALUES (?, ?, ?, ?, ?, ?, ?);
+
+-- name: attempt_insert_if_job
+INSERT INTO job_attempts (job_id, attempt, status, error, started_at, ended_at, worker_id)
+SELECT id, ?, ?, ?, NULL, ?, NULL FROM jobs WHERE id = ?;
+
+-- name: attempt_list
+SELECT job_id, attempt, status, error, started_at, ended_at, worker_id
+FROM job_attempts WHERE job_id = ? ORDER BY attempt, rowid;
+
+-- name: job_expired_leases
+SELECT id, attempt, max_attempts, status, started_at, worker_id FROM jobs
+WHERE status IN ('running', 'canceling') AND lease_expires_at < ?
+ORDER BY id LIMIT ?;
+
+-- name: job_rescue
+-- Guarded: only if the lease is still expired at the moment of the write.
+UPDATE jobs
+SET status = :status, run_at = coalesce(:run_at, run_at), error = :error, updated_at = :now,
+    lease_expires_at = NULL, finished_at = :finished_at,
+    expires_at = :finished_at + retention_s
+WHERE id = :id AND attempt = :attempt AND status IN ('running', 'canceling')
+  AND lease_expires_at < :now;
+
+-- name: job_promote_scheduled
+UPDATE jobs SET status = 'queued', updated_at = :now
+WHERE id IN (SELECT id FROM jobs WHERE status = 'scheduled' AND run_at <= :now LIMIT :limit);
+
+-- name: job_descendants
+WITH RECURSIVE tree(id) AS (
+    SELECT id FROM jobs WHERE id = ? AND tenant_id = ?
+    UNION ALL
+    SELECT j.id FROM jobs j JOIN tree ON j.parent_id = tree.id
+)
+SELECT id FROM tree;
+
+-- name: job_expired
+SELECT tenant_id, id FROM jobs WHERE expires_at IS NOT NULL AND expires_at <= ?
+ORDER BY expires_at LIMIT ?;
+
+-- name: job_error_insert
+INSERT INTO job_errors (id, tenant_id, job_id, attempt, code, message, source, record,
+                        retry_data, resolved, retried, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: job_errors_list
+SELECT id, tenant_id, job_id, attempt, code, message, source, record, retry_data,
+       resolved, retried, created_at
+FROM job_errors WHERE tenant_id = ? AND job_id = ? AND id > ? ORDER BY id LIMIT ?;
+
+-- name: artifact_upsert
+INSERT INTO artifacts (tenant_id, job_id, name, blob_key, size, sha256, content_type, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (job_id, name) DO UPDATE SET
+    blob_key = excluded.blob_key, size = excluded.size, sha256 = excluded.sha256,
+    content_type = excluded.content_type, created_at = excluded.created_at;
+
+-- name: artifact_list
+SELECT tenant_id, job_id, name, blob_key, size, sha256, content_type, created_at
+FROM artifacts WHERE tenant_id = ? AND job_id = ? ORDER BY name;
+
+-- name: lock_take
+-- Take or renew a named lease; returns a row only for the holder.
+INSERT INTO locks (name, holder, expires_at) VALUES (?1, ?2, ?3)
+ON CONFLICT (name) DO UPDATE SET holder = ?2, expires_at = ?3
+WHERE locks.holder = ?2 OR locks.expires_at < ?4
+RETURNING holder;
+
+-- name: lock_release
+DELETE FROM locks WHERE name = ? AND holder = ?;

@@ -1,0 +1,141 @@
+"""JobContext: what a job function gets besides its input."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Sized
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+
+from jobdock.blobs import blob_key
+from jobdock.engine import SubmitRequest
+from jobdock.errors import JobCanceled
+from jobdock.ids import new_id
+from jobdock.model import Artifact, Job, JobErrorRecord
+
+if TYPE_CHECKING:
+    from jobdock.worker.runner import Worker
+
+T = TypeVar("T")
+
+
+class JobContext:
+    """The running attempt of one job, as its function sees it.
+
+    Counters, progress and per-record errors are kept here and written by the
+    worker's flusher in batches, never one database round trip per record.
+    """
+
+    def __init__(self, job: Job, worker: Worker) -> None:
+        self.job = job
+        self._worker = worker
+        self._lock = threading.Lock()
+        self._stats: dict[str, int] = dict(job.stats)
+        self._progress: dict[str, Any] = dict(job.progress)
+        self._dirty = False
+        self._cancel = threading.Event()
+        self.lost = False  # the lease was lost: whatever this attempt does next is refused
+        self.timed_out = False
+        self.log = logging.LoggerAdapter(logging.getLogger(f"jobdock.job.{job.kind}"),
+                                         {"job_id": job.id, "attempt": job.attempt})
+
+    # -- cancellation ------------------------------------------------------
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was asked to stop (cancel, timeout, lost lease, shutdown)."""
+        return self._cancel.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._cancel.is_set():
+            raise JobCanceled("timed out" if self.timed_out else "job was canceled")
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, waking early on cancel; True when cancelled."""
+        return self._cancel.wait(seconds)
+
+    def _request_cancel(self) -> None:
+        self._cancel.set()
+
+    # -- counters and progress ---------------------------------------------
+    def count(self, **counters: int) -> None:
+        """Add to named counters (read, success, errors, ...)."""
+        with self._lock:
+            for name, value in counters.items():
+                self._stats[name] = self._stats.get(name, 0) + value
+            self._dirty = True
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        with self._lock:
+            self._progress = {"done": done, "total": total, "message": message}
+            self._dirty = True
+
+    def progress_iter(self, items: Iterable[T], total: int | None = None,
+                      message: str | None = None) -> Iterator[T]:
+        """Iterate, reporting progress and stopping (JobCanceled) when cancelled."""
+        if total is None and isinstance(items, Sized):
+            total = len(items)
+        for done, item in enumerate(items, start=1):
+            self.raise_if_cancelled()
+            yield item
+            self.progress(done, total, message)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._stats)
+
+    def _take_progress(self) -> tuple[dict[str, int], dict[str, Any]] | None:
+        """Counters and progress if they changed since the last call (for the flusher)."""
+        with self._lock:
+            if not self._dirty:
+                return None
+            self._dirty = False
+            return dict(self._stats), dict(self._progress)
+
+    def _snapshot(self) -> tuple[dict[str, int] | None, dict[str, Any] | None]:
+        with self._lock:
+            return (dict(self._stats) if self._stats != self.job.stats else None,
+                    dict(self._progress) if self._progress != self.job.progress else None)
+
+    # -- per-record errors -------------------------------------------------
+    def error(self, message: str, code: str | None = None, source: str | None = None,
+              record: Any = None, retry_data: Any = None) -> None:
+        """Record a per-record error (a row that failed, an object that could not be read)."""
+        self._worker._buffer_error(JobErrorRecord(
+            id=new_id(), tenant_id=self.job.tenant_id, job_id=self.job.id,
+            attempt=self.job.attempt, message=message, code=code, source=source,
+            record=record, retry_data=retry_data))
+
+    # -- files -------------------------------------------------------------
+    def artifact(self, name: str, data: bytes | str | Path | BinaryIO | Iterable[bytes],
+                 content_type: str = "application/octet-stream") -> Artifact:
+        """Store a result file of this job (bytes, a path, a binary stream or chunks)."""
+        key = blob_key(self.job.tenant_id, self.job.id, "artifacts", name)
+        if isinstance(data, str):
+            data = Path(data)
+        if isinstance(data, Path):
+            with data.open("rb") as f:
+                info = self._worker.engine.blobs.put(key, f)
+        else:
+            info = self._worker.engine.blobs.put(key, data)
+        artifact = Artifact(self.job.tenant_id, self.job.id, name, key, info.size, info.sha256,
+                            content_type)
+        self._worker.engine.store.artifact_put(artifact)
+        return artifact
+
+    def open(self, name: str) -> BinaryIO:
+        """Open an artifact of this job by name, or any blob of this tenant by key."""
+        blobs = self._worker.engine.blobs
+        if "/" not in name:
+            return blobs.open(blob_key(self.job.tenant_id, self.job.id, "artifacts", name))
+        if not name.startswith(self.job.tenant_id + "/"):
+            raise PermissionError(f"blob {name!r} belongs to another tenant")
+        return blobs.open(name)
+
+    # -- children ----------------------------------------------------------
+    def spawn(self, kind: str, input: dict[str, Any], **options: Any) -> Job:
+        """Submit a child job of this one (same tenant and app)."""
+        request = SubmitRequest(kind=kind, input=input, parent_id=self.job.id,
+                                app_id=self.job.app_id, **options)
+        return self._worker.engine.submit(request, tenant=self.job.tenant_id)

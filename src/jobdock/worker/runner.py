@@ -1,0 +1,368 @@
+"""The worker: claims jobs in batches, runs them on threads, reports in batches.
+
+Threads of one worker process:
+
+- the claimer (the caller of `run()`): claims due jobs when there is room and
+  waits on the store's queue waiter (NOTIFY, or SQLite's data_version) when idle;
+- `concurrency` executor threads running job functions;
+- the heartbeat thread: renews the leases of every held job, delivers cancel
+  requests, enforces timeouts. It has its own connection and never runs job
+  code, so a busy job cannot starve it;
+- the flusher: writes counters, progress, per-record errors and completions
+  together every `flush_interval_s`;
+- the maintenance thread: `engine.maintain()` every `maintenance_interval_s`
+  (the store's lock lets one process at a time do it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobdock import errors
+from jobdock.engine import Engine
+from jobdock.ids import new_id
+from jobdock.model import Completion, Job, JobErrorRecord, Outcome, ProgressUpdate
+from jobdock.worker.context import JobContext
+
+log = logging.getLogger("jobdock.worker")
+
+JobFunction = Callable[[JobContext, Any], Any]
+_STOP = object()
+
+
+@dataclass(slots=True)
+class Held:
+    """A job this worker holds a lease on, waiting or running."""
+
+    job: Job
+    ctx: JobContext
+    started: float | None = None  # monotonic time the function started
+    reported: bool = False  # a completion was already buffered (e.g. on timeout)
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    canceled: int = 0
+    refused: int = 0
+    lost: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Worker:
+    def __init__(self, engine: Engine, functions: dict[str, JobFunction], concurrency: int = 8,
+                 burst: bool = False, worker_id: str | None = None,
+                 shutdown_grace_s: float = 30.0) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.engine = engine
+        self.settings = engine.settings
+        self.functions = functions
+        self.kinds = sorted(functions)
+        self.concurrency = concurrency
+        self.burst = burst
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
+        self.shutdown_grace_s = shutdown_grace_s
+        self.stats = WorkerStats()
+        self._held: dict[str, Held] = {}
+        self._held_lock = threading.Lock()
+        self._ready: queue.SimpleQueue[Held | object] = queue.SimpleQueue()
+        self._room = threading.Event()
+        self._completions: list[Completion] = []
+        self._errors: list[JobErrorRecord] = []
+        self._buffer_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._flushed = threading.Event()
+        self._rate = _Rate()
+        self._threads: list[threading.Thread] = []
+
+    # -- public ------------------------------------------------------------
+    def run(self) -> WorkerStats:
+        """Run until `stop()` (or, with burst, until nothing is left); return counts."""
+        self._start_threads()
+        waiter = self.engine.store.queue_waiter()
+        try:
+            self._claim_loop(waiter)
+        finally:
+            waiter.close()
+            self._shut_down()
+        return self.stats
+
+    def stop(self) -> None:
+        """Stop claiming; running jobs finish (within the grace period), waiting ones are
+        given back."""
+        self._stopping.set()
+
+    # -- claiming ----------------------------------------------------------
+    def _claim_loop(self, waiter: Any) -> None:
+        poll = self.settings.poll_interval_s
+        while not self._stopping.is_set():
+            self._room.clear()
+            room = self._room_for_more()
+            if room <= 0:
+                self._room.wait(0.1)
+                continue
+            try:
+                jobs = self.engine.claim(self.worker_id, self.kinds, room)
+            except errors.StoreError as exc:
+                log.warning("claim failed, retrying: %s", exc)
+                self._stopping.wait(min(poll, 1.0))
+                continue
+            self._accept(jobs)
+            if len(jobs) < room:
+                if self.burst and not jobs and self._held_count() == 0:
+                    return
+                if not jobs:
+                    waiter.wait(poll)
+
+    def _room_for_more(self) -> int:
+        """How many jobs to claim now: enough to keep the threads busy for ~0.2 s.
+
+        Fast jobs get large batches (few round trips); slow jobs are not hoarded,
+        so other workers can take them."""
+        target = max(self.concurrency * 2, int(self._rate.per_second() * 0.2))
+        target = min(target, self.settings.claim_batch + self.concurrency)
+        return min(target - self._held_count(), self.settings.claim_batch)
+
+    def _held_count(self) -> int:
+        with self._held_lock:
+            return len(self._held)
+
+    def _accept(self, jobs: list[Job]) -> None:
+        self.stats.claimed += len(jobs)
+        with self._held_lock:
+            for job in jobs:
+                held = Held(job, JobContext(job, self))
+                self._held[job.id] = held
+                self._ready.put(held)
+
+    # -- running -----------------------------------------------------------
+    def _execute_loop(self) -> None:
+        while True:
+            item = self._ready.get()
+            if item is _STOP:
+                return
+            assert isinstance(item, Held)
+            if self._stopping.is_set():
+                self._finish(item, Completion(item.job.id, item.job.attempt, Outcome.RELEASED))
+                continue
+            self._run_one(item)
+
+    def _run_one(self, held: Held) -> None:
+        job, ctx = held.job, held.ctx
+        function = self.functions[job.kind]
+        held.started = time.monotonic()
+        try:
+            result = function(ctx, self._input_of(job))
+            if inspect.isawaitable(result):
+                result = asyncio.run(_await(result))
+        except BaseException as exc:
+            if not isinstance(exc, Exception | errors.JobCanceled):
+                raise
+            if not isinstance(exc, errors.JobCanceled):
+                log.info("job %s (%s) attempt %d failed: %r", job.id, job.kind, job.attempt, exc)
+            stats, progress = ctx._snapshot()
+            completion = self.engine.failure(job, exc, ctx.cancelled and not ctx.timed_out,
+                                             stats, progress)
+        else:
+            stats, progress = ctx._snapshot()
+            completion = Completion(job.id, job.attempt, Outcome.SUCCEEDED, result=result,
+                                    stats=stats, progress=progress)
+        self._finish(held, completion)
+
+    def _input_of(self, job: Job) -> Any:
+        """The input as the function declared it: a pydantic model when the kind has one."""
+        spec = self.engine.kinds.get(job.kind)
+        if spec is None or spec.input_model is None:
+            return job.input
+        return spec.input_model.model_validate(job.input)
+
+    def _finish(self, held: Held, completion: Completion) -> None:
+        with self._held_lock:
+            if held.reported:
+                self._held.pop(held.job.id, None)
+                self._room.set()
+                return
+            held.reported = True
+            self._held.pop(held.job.id, None)
+        with self._buffer_lock:
+            self._completions.append(completion)
+        self._rate.add()
+        self._room.set()
+
+    def _buffer_error(self, record: JobErrorRecord) -> None:
+        with self._buffer_lock:
+            self._errors.append(record)
+
+    # -- heartbeat, timeouts, cancel ---------------------------------------
+    def _heartbeat_loop(self) -> None:
+        interval = max(min(self.settings.lease_s / 3, 10.0), 0.05)
+        while not self._stopped.wait(interval):
+            self._check_timeouts()
+            with self._held_lock:
+                claims = [(h.job.id, h.job.attempt) for h in self._held.values()]
+            if not claims:
+                continue
+            try:
+                result = self.engine.heartbeat(claims)
+            except errors.StoreError as exc:
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            with self._held_lock:
+                for job_id in result.lost:
+                    held = self._held.get(job_id)
+                    if held is not None:
+                        self.stats.lost += 1
+                        held.ctx.lost = True
+                        held.ctx._request_cancel()
+                for job_id in result.canceling:
+                    held = self._held.get(job_id)
+                    if held is not None:
+                        held.ctx._request_cancel()
+
+    def _check_timeouts(self) -> None:
+        now = time.monotonic()
+        expired = []
+        with self._held_lock:
+            for held in self._held.values():
+                limit = held.job.timeout_s
+                if limit and held.started is not None and now - held.started > limit:
+                    expired.append(held)
+        for held in expired:
+            # The function cannot be killed from here: it is asked to stop, and the
+            # attempt is reported now; whatever it returns later is dropped.
+            held.ctx.timed_out = True
+            held.ctx._request_cancel()
+            exc = TimeoutError(f"job exceeded its timeout of {held.job.timeout_s} s")
+            self._finish(held, self.engine.failure(held.job, exc, cancelled=False))
+
+    # -- flushing ----------------------------------------------------------
+    def _flush_loop(self) -> None:
+        while not self._stopped.wait(self.settings.flush_interval_s):
+            self._flush_once()
+        self._flush_until_empty()
+        self._flushed.set()
+
+    def _flush_once(self) -> bool:
+        """Write buffered errors, progress and completions; False when the store failed."""
+        with self._buffer_lock:
+            records, self._errors = self._errors, []
+            completions, self._completions = self._completions, []
+        with self._held_lock:
+            updates = []
+            for held in self._held.values():
+                changed = held.ctx._take_progress()
+                if changed is not None:
+                    updates.append(ProgressUpdate(held.job.id, held.job.attempt, *changed))
+        try:
+            self.engine.record_errors(records)
+            self.engine.record_progress(updates)
+            accepted = self.engine.complete(completions)
+        except errors.StoreError as exc:
+            log.warning("flush failed, keeping %d results for the next try: %s",
+                        len(completions), exc)
+            with self._buffer_lock:
+                self._errors[:0] = records
+                self._completions[:0] = completions
+            return False
+        self._count(completions, accepted)
+        return True
+
+    def _flush_until_empty(self) -> None:
+        deadline = time.monotonic() + self.shutdown_grace_s
+        while True:
+            with self._buffer_lock:
+                if not self._completions and not self._errors:
+                    return
+            if self._flush_once():
+                continue
+            if time.monotonic() > deadline:
+                # Not lost: the leases run out and the rescuer re-queues these jobs.
+                log.error("could not write results at shutdown; their jobs will be rescued")
+                return
+            time.sleep(0.5)
+
+    def _count(self, completions: list[Completion], accepted: set[str]) -> None:
+        s = self.stats
+        for c in completions:
+            if c.job_id not in accepted:
+                s.refused += 1
+                log.warning("result of job %s attempt %d refused: its lease was lost",
+                            c.job_id, c.attempt)
+            elif c.outcome is Outcome.SUCCEEDED:
+                s.succeeded += 1
+            elif c.outcome is Outcome.FAILED:
+                s.failed += 1
+            elif c.outcome is Outcome.RETRY:
+                s.retried += 1
+            elif c.outcome is Outcome.CANCELED:
+                s.canceled += 1
+
+    # -- maintenance -------------------------------------------------------
+    def _maintenance_loop(self) -> None:
+        while not self._stopped.wait(self.settings.maintenance_interval_s):
+            try:
+                self.engine.maintain()
+            except errors.StoreError as exc:
+                log.warning("maintenance failed: %s", exc)
+
+    # -- start and stop ----------------------------------------------------
+    def _start_threads(self) -> None:
+        def start(target: Callable[[], None], name: str) -> None:
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+        for i in range(self.concurrency):
+            start(self._execute_loop, f"jobdock-exec-{i}")
+        start(self._heartbeat_loop, "jobdock-heartbeat")
+        start(self._flush_loop, "jobdock-flush")
+        start(self._maintenance_loop, "jobdock-maintenance")
+
+    def _shut_down(self) -> None:
+        self._stopping.set()
+        for _ in range(self.concurrency):
+            self._ready.put(_STOP)
+        deadline = time.monotonic() + self.shutdown_grace_s
+        for thread in self._threads[: self.concurrency]:
+            thread.join(max(deadline - time.monotonic(), 0))
+        self._stopped.set()
+        self._flushed.wait(self.shutdown_grace_s)
+
+
+class _Rate:
+    """Completions per second over the last second or so."""
+
+    def __init__(self) -> None:
+        self._times: collections.deque[float] = collections.deque(maxlen=4096)
+
+    def add(self) -> None:
+        self._times.append(time.monotonic())
+
+    def per_second(self) -> float:
+        times = self._times
+        if len(times) < 2:
+            return 0.0
+        span = times[-1] - times[0]
+        if time.monotonic() - times[-1] > 1.0 or span <= 0:
+            return 0.0
+        return len(times) / span
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
