@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     retention_s: int = Field(DEFAULT_RETENTION_S, ge=0, description="keep finished jobs this long")
     lease_s: float = Field(30.0, gt=0, description="a claimed job is rescued this long after"
                            " its worker's last heartbeat")
+    heartbeat_interval_s: float = Field(2.0, gt=0, description="how often a worker renews its"
+                                        " leases and learns of cancel requests (at most a third"
+                                        " of lease_s is used)")
     poll_interval_s: float = Field(1.0, gt=0, description="how often an idle worker looks for"
                                    " jobs when no wake-up arrives")
     claim_batch: int = Field(256, ge=1, le=10_000, description="most jobs claimed at once")

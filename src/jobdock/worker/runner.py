@@ -211,7 +211,7 @@ class Worker:
 
     # -- heartbeat, timeouts, cancel ---------------------------------------
     def _heartbeat_loop(self) -> None:
-        interval = max(min(self.settings.lease_s / 3, 10.0), 0.05)
+        interval = min(self.settings.heartbeat_interval_s, self.settings.lease_s / 3)
         while not self._stopped.wait(interval):
             self._check_timeouts()
             with self._held_lock:

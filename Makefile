@@ -1,0 +1,34 @@
+# Every target creates .venv and installs what it needs when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test check lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/jobdock demo
+
+test: $(STAMP)
+	bash scripts/ensure-services.sh
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+check: lint test
+
+bench:
+	bash bench/setup.sh
+	.bench-venv/bin/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .jobdock .pytest_cache .mypy_cache .ruff_cache

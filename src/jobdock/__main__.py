@@ -1,0 +1,3 @@
+from jobdock.cli import main
+
+main()

@@ -1,0 +1,280 @@
+"""The `jobdock` command line."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict
+from datetime import datetime
+from types import FrameType
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from jobdock.app import App
+from jobdock.errors import JobdockError
+from jobdock.model import Job
+from jobdock.worker.processes import Supervisor
+
+cli = typer.Typer(help="jobdock: durable asynchronous jobs that people can watch.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+tenants_cli = typer.Typer(help="Create and list tenants.", no_args_is_help=True)
+cli.add_typer(tenants_cli, name="tenants")
+console = Console()
+err_console = Console(stderr=True)
+
+AppOption = Annotated[Optional[str], typer.Option(  # noqa: UP045 - typer needs Optional
+    "--app", envvar="JOBDOCK_APP",
+    help="module:attribute of your App (e.g. mymodule:app); built-in kinds only when omitted.")]
+TenantOption = Annotated[str, typer.Option("--tenant", "-t", help="tenant that owns the job")]
+
+
+def load_app(spec: str | None) -> App:
+    """Import `module:attribute` and return the App it names (the built-in App when None)."""
+    if not spec:
+        return App()
+    module_name, _, attribute = spec.partition(":")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise typer.BadParameter(f"cannot import {module_name!r}: {exc}",
+                                 param_hint="--app") from exc
+    app = getattr(module, attribute or "app", None)
+    if not isinstance(app, App):
+        raise typer.BadParameter(f"{spec!r} is not a jobdock App (expected module:attribute)",
+                                 param_hint="--app")
+    return app
+
+
+def _job_json(job: Job) -> str:
+    return json.dumps(asdict(job), default=_json_default, indent=2)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _fail(exc: JobdockError) -> None:
+    err_console.print(f"[red]error:[/red] {exc.message}")
+    raise typer.Exit(2)
+
+
+@cli.command()
+def migrate(app: AppOption = None) -> None:
+    """Apply pending database migrations (safe to run twice and concurrently)."""
+    applied = load_app(app).migrate()
+    console.print(f"applied migrations: {applied}" if applied else "database is up to date")
+
+
+@cli.command()
+def worker(
+    app: AppOption = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="jobs run at once per process")] = 8,
+    processes: Annotated[int, typer.Option(min=1, help="worker processes to run")] = 1,
+    burst: Annotated[bool, typer.Option(help="exit when nothing is left to do")] = False,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+) -> None:
+    """Run workers for an app's job kinds (the built-in kinds are always included)."""
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    if processes > 1:
+        args = ["--concurrency", str(concurrency), "--log-level", log_level]
+        if app:
+            args += ["--app", app]
+        raise typer.Exit(Supervisor(args, processes, burst).run())
+    the_worker = load_app(app).worker(concurrency=concurrency, burst=burst)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if the_worker._stopping.is_set():
+            os._exit(1)  # a second signal: stop now; leases will run out and be rescued
+        the_worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stats = the_worker.run()
+    logging.getLogger("jobdock.worker").info("worker stopped: %s", stats)
+
+
+@cli.command()
+def submit(
+    kind: Annotated[str, typer.Argument(help="job kind, e.g. sleep")],
+    input: Annotated[str, typer.Argument(help="input as JSON, e.g. '{\"seconds\": 2}'")] = "{}",
+    tenant: TenantOption = "default",
+    wait: Annotated[bool, typer.Option(help="wait until the job has finished")] = False,
+    app: AppOption = None,
+) -> None:
+    """Submit a job and print it as JSON."""
+    try:
+        value = json.loads(input)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"input is not JSON: {exc}", param_hint="INPUT") from exc
+    the_app = load_app(app)
+    try:
+        job = the_app.submit(kind, value, tenant=tenant)
+        if wait:
+            job = the_app.wait(job.id, tenant=tenant, timeout_s=86_400)
+    except JobdockError as exc:
+        _fail(exc)
+    console.print_json(_job_json(job))
+
+
+@cli.command()
+def get(job_id: str, tenant: TenantOption = "default", app: AppOption = None) -> None:
+    """Print one job as JSON."""
+    try:
+        console.print_json(_job_json(load_app(app).get(job_id, tenant=tenant)))
+    except JobdockError as exc:
+        _fail(exc)
+
+
+@cli.command(name="list")
+def list_jobs(
+    tenant: TenantOption = "default",
+    status: Annotated[Optional[list[str]], typer.Option(help="filter by status")] = None,  # noqa: UP045
+    kind: Annotated[Optional[list[str]], typer.Option(help="filter by kind")] = None,  # noqa: UP045
+    page_size: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    page_token: Annotated[Optional[str], typer.Option()] = None,  # noqa: UP045
+    app: AppOption = None,
+) -> None:
+    """List jobs, newest first."""
+    try:
+        page = load_app(app).list(tenant=tenant, status=status, kind=kind, page_size=page_size,
+                                  page_token=page_token)
+    except (JobdockError, ValueError) as exc:
+        _fail(exc if isinstance(exc, JobdockError) else JobdockError(str(exc)))
+    table = Table("id", "kind", "status", "attempt", "created", "finished")
+    for job in page.items:
+        table.add_row(job.id, job.kind, job.status.value, str(job.attempt),
+                      _short_time(job.created_at), _short_time(job.finished_at))
+    console.print(table)
+    if page.next_page_token:
+        console.print(f"next page: --page-token {page.next_page_token}")
+
+
+def _short_time(value: datetime | None) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+@cli.command()
+def cancel(job_id: str, tenant: TenantOption = "default",
+           hard: Annotated[bool, typer.Option(help="stop at once, without waiting for the job")]
+           = False, app: AppOption = None) -> None:
+    """Cancel a job."""
+    try:
+        console.print(f"{job_id}: {load_app(app).cancel(job_id, tenant=tenant, hard=hard).status}")
+    except JobdockError as exc:
+        _fail(exc)
+
+
+@cli.command()
+def retry(job_id: str, tenant: TenantOption = "default", app: AppOption = None) -> None:
+    """Run a failed or canceled job again."""
+    try:
+        console.print(f"{job_id}: {load_app(app).retry(job_id, tenant=tenant).status}")
+    except JobdockError as exc:
+        _fail(exc)
+
+
+@cli.command()
+def delete(job_id: str, tenant: TenantOption = "default", app: AppOption = None) -> None:
+    """Delete a job with its children, errors and files."""
+    try:
+        deleted = load_app(app).delete(job_id, tenant=tenant)
+    except JobdockError as exc:
+        _fail(exc)
+    console.print(f"deleted {len(deleted)} job(s)")
+
+
+@cli.command()
+def maintain(app: AppOption = None) -> None:
+    """Run one round of maintenance (rescue expired leases, purge expired jobs)."""
+    report = load_app(app).engine.maintain()
+    console.print(asdict(report))
+
+
+@tenants_cli.command("create")
+def tenants_create(
+    name: str,
+    retention_s: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        min=0, help="keep finished jobs this long (seconds); default 7 days")] = None,
+    app: AppOption = None,
+) -> None:
+    """Create a tenant."""
+    try:
+        tenant = load_app(app).create_tenant(name, retention_s)
+    except JobdockError as exc:
+        _fail(exc)
+    console.print(f"created tenant {tenant.id}")
+
+
+@tenants_cli.command("list")
+def tenants_list(app: AppOption = None) -> None:
+    """List tenants."""
+    for tenant in load_app(app).tenants():
+        console.print(tenant.id)
+
+
+@cli.command()
+def demo(
+    jobs: Annotated[int, typer.Option(min=1, max=50, help="how many sleep jobs")] = 6,
+    app: AppOption = None,
+) -> None:
+    """Submit sample `sleep` jobs, run them on an embedded worker and watch them finish."""
+    the_app = load_app(app)
+    console.print(f"[bold]jobdock demo[/bold] on {the_app.settings.database_url}")
+    submitted = [the_app.submit("sleep", {"seconds": 1.0 + 0.3 * i},
+                                name=f"demo sleep {i + 1}") for i in range(jobs)]
+    failing = the_app.submit("sleep", {"seconds": 0.5, "fail": True}, name="demo failure")
+    to_cancel = the_app.submit("sleep", {"seconds": 30}, name="demo cancel")
+    watched = [*submitted, failing, to_cancel]
+    the_worker = the_app.worker(concurrency=4)
+    thread = threading.Thread(target=the_worker.run, daemon=True)
+    thread.start()
+    _watch(the_app, watched, cancel_after_s=1.5)
+    the_worker.stop()
+    thread.join()
+    table = Table("id", "name", "status", "attempt", "result / error")
+    for job in (the_app.get(j.id) for j in watched):
+        table.add_row(job.id, job.name or "", job.status.value, str(job.attempt),
+                      json.dumps(job.result if job.error is None else job.error))
+    console.print(table)
+
+
+def _watch(app: App, jobs: list[Job], cancel_after_s: float) -> None:
+    """Progress bars until every job is terminal; cancels the last job on the way."""
+    start = time.monotonic()
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        tasks = {j.id: progress.add_task(j.name or j.id, total=1.0, status="queued")
+                 for j in jobs}
+        canceled = False
+        while True:
+            current = [app.get(j.id) for j in jobs]
+            for job in current:
+                done = float(job.progress.get("done") or 0)
+                total = float(job.progress.get("total") or 1) or 1.0
+                progress.update(tasks[job.id], completed=1.0 if job.terminal else done / total,
+                                status=job.status.value)
+            if all(job.terminal for job in current):
+                return
+            if not canceled and time.monotonic() - start > cancel_after_s:
+                app.cancel(jobs[-1].id)
+                canceled = True
+            time.sleep(0.1)
+
+
+def main() -> None:
+    cli()
