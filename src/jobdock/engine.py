@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from jobdock import errors
+import jobdock.errors as errors
 from jobdock.blobs import BlobStore
 from jobdock.config import Settings
 from jobdock.ids import is_id, new_ids

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jobdock import errors
+import jobdock.errors as errors
 from jobdock.ids import new_id
 from jobdock.model import (
     TERMINAL,

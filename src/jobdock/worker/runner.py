@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobdock import errors
+import jobdock.errors as errors
 from jobdock.engine import Engine
 from jobdock.ids import new_id
 from jobdock.model import Completion, Job, JobErrorRecord, Outcome, ProgressUpdate

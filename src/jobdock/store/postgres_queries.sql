@@ -1,0 +1,585 @@
+-- Every SQL statement of the PostgreSQL store, as named blocks (see queries.py).
+--
+-- Conventions:
+-- * Tables are never schema-qualified: they live in the connection's current_schema().
+-- * `clock` is a one-row CTE holding the statement's "now": the caller's `now`
+--   when given (tests fix the clock), else the database clock. A CTE that calls a
+--   volatile function is evaluated once, so every column of a statement gets the
+--   same instant.
+-- * Writers that touch several job rows lock them first in id order (a
+--   `SELECT … ORDER BY id FOR UPDATE` CTE), so that claim, completion, heartbeat
+--   and maintenance never deadlock against each other.
+-- * Every status change repeats its source statuses in its WHERE clause; under
+--   READ COMMITTED a row changed meanwhile is re-checked after its lock is taken.
+
+
+-- name: schema_name
+SELECT current_schema() AS schema;
+
+-- name: now
+SELECT clock_timestamp() AS now;
+
+-- name: ping
+SELECT 1 AS ok;
+
+
+
+-- name: migration_lock
+-- Serialises migrators of one schema until their transaction ends.
+SELECT pg_advisory_xact_lock(%(key)s);
+
+-- name: migration_table
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- name: migration_versions
+SELECT version FROM schema_migrations ORDER BY version;
+
+-- name: migration_record
+INSERT INTO schema_migrations (version) VALUES (%(version)s);
+
+
+
+-- name: advisory_try_lock
+SELECT pg_try_advisory_lock(%(key)s) AS locked;
+
+-- name: advisory_unlock
+SELECT pg_advisory_unlock(%(key)s) AS unlocked;
+
+
+
+-- name: tenant_create
+INSERT INTO tenants (id, retention_s) VALUES (%(id)s, %(retention_s)s)
+RETURNING id, created_at, retention_s;
+
+-- name: tenant_get
+SELECT id, created_at, retention_s FROM tenants WHERE id = %(id)s;
+
+-- name: tenant_list
+SELECT id, created_at, retention_s FROM tenants ORDER BY id;
+
+-- name: tenants_lock
+-- Locks the tenants of a batch (in id order) until the insert commits: this
+-- serialises a tenant's inserts, which makes `seq` gapless and lets the
+-- idempotency check below see every committed key.
+SELECT id, next_seq FROM tenants WHERE id = ANY(%(ids)s::text[]) ORDER BY id FOR UPDATE;
+
+
+
+-- name: jobs_by_idempotency_key
+SELECT j.*
+FROM jobs j
+JOIN unnest(%(tenant_ids)s::text[], %(keys)s::text[]) AS k (tenant_id, idempotency_key)
+  ON j.tenant_id = k.tenant_id AND j.idempotency_key = k.idempotency_key;
+
+-- name: job_insert_many
+-- One statement for the whole batch: the tenants' new sequence counters, the
+-- rows (unnest of one array per column, far faster than a row per statement)
+-- and the wake-up, which PostgreSQL delivers only if the transaction commits.
+WITH counters AS (
+    UPDATE tenants t
+    SET next_seq = v.next_seq
+    FROM unnest(%(seq_tenants)s::text[], %(seq_values)s::bigint[]) AS v (id, next_seq)
+    WHERE t.id = v.id
+    RETURNING t.id
+), inserted AS (
+    INSERT INTO jobs (
+        id, tenant_id, app_id, seq, kind, name, status, priority, input, labels, parent_id,
+        attempt, max_attempts, run_at, timeout_s, retention_s, idempotency_key,
+        created_at, updated_at
+    )
+    SELECT n.id, n.tenant_id, n.app_id, n.seq, n.kind, n.name, n.status, n.priority,
+           n.input::jsonb, n.labels::jsonb, n.parent_id,
+           0, n.max_attempts, n.run_at, n.timeout_s, n.retention_s, n.idempotency_key,
+           n.created_at, n.created_at
+    FROM unnest(
+        %(ids)s::text[], %(tenant_ids)s::text[], %(app_ids)s::text[], %(seqs)s::bigint[],
+        %(kinds)s::text[], %(names)s::text[], %(statuses)s::text[], %(priorities)s::integer[],
+        %(inputs)s::text[], %(labels)s::text[], %(parent_ids)s::text[],
+        %(max_attempts)s::integer[], %(run_ats)s::timestamptz[], %(timeouts)s::float8[],
+        %(retentions)s::bigint[], %(keys)s::text[], %(created_ats)s::timestamptz[]
+    ) AS n (
+        id, tenant_id, app_id, seq, kind, name, status, priority, input, labels, parent_id,
+        max_attempts, run_at, timeout_s, retention_s, idempotency_key, created_at
+    )
+    ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING 1
+), wake AS (
+    SELECT pg_notify(%(channel)s, '') WHERE %(notify)s
+)
+SELECT (SELECT count(*) FROM inserted) AS inserted,
+       (SELECT count(*) FROM counters) AS counters,
+       (SELECT count(*) FROM wake) AS woken;
+
+-- name: job_get
+WITH clock AS (SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now)
+SELECT j.*
+FROM jobs j, clock
+WHERE j.tenant_id = %(tenant_id)s AND j.id = %(id)s
+  AND (j.expires_at IS NULL OR j.expires_at > clock.now);
+
+-- name: job_list
+-- {where} is a conjunction of the job_filter_* blocks below; parameters are positional.
+WITH clock AS (SELECT COALESCE(%s::timestamptz, clock_timestamp()) AS now)
+SELECT j.*
+FROM jobs j, clock
+WHERE (j.expires_at IS NULL OR j.expires_at > clock.now) AND {where}
+ORDER BY j.id DESC
+LIMIT %s;
+
+-- name: job_filter_tenant
+j.tenant_id = %s
+
+-- name: job_filter_kinds
+j.kind = ANY(%s::text[])
+
+-- name: job_filter_statuses
+j.status = ANY(%s::text[])
+
+-- name: job_filter_parent
+j.parent_id = %s
+
+-- name: job_filter_app
+j.app_id = %s
+
+-- name: job_filter_labels
+j.labels @> %s::jsonb
+
+-- name: job_filter_created_gte
+j.created_at >= %s::timestamptz
+
+-- name: job_filter_created_lte
+j.created_at <= %s::timestamptz
+
+-- name: job_filter_finished_gte
+j.finished_at >= %s::timestamptz
+
+-- name: job_filter_finished_lte
+j.finished_at <= %s::timestamptz
+
+-- name: job_filter_stat_gte
+-- A counter that was never written counts as 0. Takes the counter name twice.
+COALESCE(CASE WHEN jsonb_typeof(j.stats -> %s::text) = 'number'
+              THEN (j.stats ->> %s::text)::numeric END, 0) >= %s::numeric
+
+-- name: job_filter_stat_lte
+COALESCE(CASE WHEN jsonb_typeof(j.stats -> %s::text) = 'number'
+              THEN (j.stats ->> %s::text)::numeric END, 0) <= %s::numeric
+
+-- name: job_filter_before
+j.id < %s
+
+-- name: job_attempts
+SELECT a.job_id, a.attempt, a.status, a.error, a.started_at, a.ended_at, a.worker_id
+FROM job_attempts a
+JOIN jobs j ON j.id = a.job_id
+WHERE j.tenant_id = %(tenant_id)s AND a.job_id = %(job_id)s
+ORDER BY a.n;
+
+
+
+-- name: job_claim_many
+-- Fair round robin: each tenant offers its best `limit` due jobs (a walk of
+-- the jobs_queue index per tenant), ranked 1, 2, 3…; the batch takes every
+-- tenant's first job before anyone's second. SKIP LOCKED lets competing
+-- workers take different rows instead of queueing on each other's locks.
+-- The result always has one row: `candidates` is how many jobs were chosen
+-- before locking, so that the caller can tell "queue empty" from "all taken".
+WITH clock AS (
+    SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now
+), candidates AS (
+    SELECT c.id, c.priority, c.run_at,
+           row_number() OVER (PARTITION BY t.id ORDER BY c.priority DESC, c.run_at, c.id) AS pos
+    FROM tenants t
+    CROSS JOIN clock
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_at
+        FROM jobs j
+        WHERE j.tenant_id = t.id AND j.status = 'queued' AND j.run_at <= clock.now
+          AND j.kind = ANY(%(kinds)s::text[])
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT %(limit)s
+    ) c
+), chosen AS (
+    SELECT id, pos FROM candidates ORDER BY pos, priority DESC, run_at, id LIMIT %(limit)s
+), locked AS (
+    SELECT j.id, chosen.pos
+    FROM jobs j
+    JOIN chosen ON chosen.id = j.id
+    CROSS JOIN clock
+    WHERE j.status = 'queued' AND j.run_at <= clock.now
+    ORDER BY j.id
+    FOR UPDATE OF j SKIP LOCKED
+), claimed AS (
+    UPDATE jobs j
+    SET status = 'running',
+        attempt = j.attempt + 1,
+        started_at = clock.now,
+        updated_at = clock.now,
+        lease_expires_at = clock.now + %(lease_s)s::float8 * interval '1 second',
+        worker_id = %(worker_id)s
+    FROM locked, clock
+    WHERE j.id = locked.id AND j.status = 'queued'
+    RETURNING j.*, locked.pos AS claim_pos
+)
+SELECT (SELECT count(*) FROM chosen) AS candidates, claimed.*
+FROM (SELECT 1) AS one
+LEFT JOIN claimed ON true;
+
+-- name: job_heartbeat_many
+WITH clock AS (
+    SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now
+), claims AS (
+    SELECT * FROM unnest(%(ids)s::text[], %(attempts)s::integer[]) AS c (id, attempt)
+), held AS (
+    SELECT j.id
+    FROM jobs j
+    JOIN claims c ON c.id = j.id AND c.attempt = j.attempt
+    WHERE j.status IN ('running', 'canceling')
+    ORDER BY j.id
+    FOR UPDATE OF j
+), extended AS (
+    UPDATE jobs j
+    SET lease_expires_at = clock.now + %(lease_s)s::float8 * interval '1 second'
+    FROM held, clock
+    WHERE j.id = held.id AND j.status IN ('running', 'canceling')
+    RETURNING j.id, j.attempt, j.status
+)
+SELECT c.id, c.attempt, extended.status
+FROM claims c
+LEFT JOIN extended ON extended.id = c.id AND extended.attempt = c.attempt;
+
+-- name: job_progress_many
+-- Counters and progress are absolute values; NULL keeps the stored value.
+WITH updates AS (
+    SELECT *
+    FROM unnest(%(ids)s::text[], %(attempts)s::integer[], %(stats)s::text[],
+                %(progress)s::text[]) AS u (id, attempt, stats, progress)
+), held AS (
+    SELECT j.id
+    FROM jobs j
+    JOIN updates u ON u.id = j.id AND u.attempt = j.attempt
+    WHERE j.status IN ('running', 'canceling')
+    ORDER BY j.id
+    FOR UPDATE OF j
+)
+UPDATE jobs j
+SET stats = COALESCE(u.stats::jsonb, j.stats),
+    progress = COALESCE(u.progress::jsonb, j.progress),
+    updated_at = clock_timestamp()
+FROM held
+JOIN updates u ON u.id = held.id
+WHERE j.id = held.id AND j.attempt = u.attempt AND j.status IN ('running', 'canceling');
+
+-- name: job_complete_many
+-- One report per job id per statement (the caller splits repeats into rounds).
+-- `held` is the fence: the reported attempt must be the job's current one and
+-- the job must still be running or canceling. Reports that fail it are
+-- recorded as 'refused' in the history of jobs that exist, and change nothing.
+WITH clock AS (
+    SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now
+), reports AS (
+    SELECT *
+    FROM unnest(%(ids)s::text[], %(attempts)s::integer[], %(outcomes)s::text[],
+                %(results)s::text[], %(errors)s::text[], %(retry_ats)s::timestamptz[],
+                %(stats)s::text[], %(progress)s::text[])
+        AS r (id, attempt, outcome, result, error, retry_at, stats, progress)
+), held AS (
+    SELECT j.id, j.started_at, j.worker_id,
+           CASE
+               WHEN r.outcome IN ('succeeded', 'failed', 'canceled') THEN r.outcome
+               -- a job asked to cancel is not retried
+               WHEN r.outcome = 'retry' AND j.status = 'canceling' THEN 'canceled'
+               ELSE 'queued'
+           END AS target
+    FROM jobs j
+    JOIN reports r ON r.id = j.id AND r.attempt = j.attempt
+    WHERE j.status IN ('running', 'canceling')
+    ORDER BY j.id
+    FOR UPDATE OF j
+), ended AS (
+    UPDATE jobs j
+    SET status = h.target,
+        result = CASE WHEN h.target = 'queued' THEN j.result ELSE r.result::jsonb END,
+        error = CASE WHEN r.outcome = 'released' THEN j.error ELSE r.error::jsonb END,
+        stats = COALESCE(r.stats::jsonb, j.stats),
+        progress = COALESCE(r.progress::jsonb, j.progress),
+        attempt = CASE WHEN r.outcome = 'released' THEN j.attempt - 1 ELSE j.attempt END,
+        run_at = CASE
+                     WHEN h.target <> 'queued' THEN j.run_at
+                     WHEN r.outcome = 'retry' THEN COALESCE(r.retry_at, clock.now)
+                     ELSE clock.now
+                 END,
+        finished_at = CASE WHEN h.target = 'queued' THEN NULL ELSE clock.now END,
+        expires_at = CASE
+                         WHEN h.target = 'queued' THEN NULL
+                         ELSE clock.now + j.retention_s * interval '1 second'
+                     END,
+        lease_expires_at = NULL,
+        worker_id = CASE WHEN h.target = 'queued' THEN NULL ELSE j.worker_id END,
+        updated_at = clock.now
+    FROM held h
+    JOIN reports r ON r.id = h.id
+    CROSS JOIN clock
+    WHERE j.id = h.id AND j.attempt = r.attempt AND j.status IN ('running', 'canceling')
+    RETURNING j.id, j.status, j.run_at, r.attempt AS reported_attempt, r.outcome,
+              r.error AS reported_error, h.started_at AS attempt_started_at,
+              h.worker_id AS attempt_worker_id
+), history AS (
+    INSERT INTO job_attempts (job_id, attempt, status, error, started_at, ended_at, worker_id)
+    SELECT e.id, e.reported_attempt, e.outcome, e.reported_error::jsonb, e.attempt_started_at,
+           clock.now, e.attempt_worker_id
+    FROM ended e, clock
+    WHERE e.outcome IN ('failed', 'retry', 'canceled')
+), refused AS (
+    INSERT INTO job_attempts (job_id, attempt, status, error, started_at, ended_at, worker_id)
+    SELECT r.id, r.attempt, 'refused',
+           jsonb_build_object(
+               'code', 'completion_refused',
+               'message', format('attempt %%s reported %%s after it had lost its claim on the job;'
+                                 ' the report was ignored', r.attempt, r.outcome),
+               'reported_error', r.error::jsonb),
+           NULL, clock.now, NULL
+    FROM reports r
+    JOIN jobs j ON j.id = r.id
+    CROSS JOIN clock
+    WHERE NOT EXISTS (SELECT 1 FROM held h WHERE h.id = r.id)
+), wake AS (
+    SELECT pg_notify(%(channel)s, '')
+    WHERE EXISTS (SELECT 1 FROM ended e, clock WHERE e.status = 'queued' AND e.run_at <= clock.now)
+)
+SELECT e.id, (SELECT count(*) FROM wake) AS woken
+FROM ended e;
+
+-- name: job_rescue_expired
+-- Jobs whose worker stopped heartbeating. The guard (still running or
+-- canceling, lease still expired) is re-checked on each row once it is locked,
+-- so a job that finished meanwhile is left alone; SKIP LOCKED leaves rows that
+-- a completion is writing right now to the next pass.
+WITH clock AS (
+    SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now
+), expired AS (
+    SELECT j.id, j.worker_id,
+           CASE
+               WHEN j.status = 'canceling' THEN 'canceled'
+               WHEN j.attempt >= j.max_attempts THEN 'failed'
+               ELSE 'queued'
+           END AS target
+    FROM jobs j, clock
+    WHERE j.status IN ('running', 'canceling') AND j.lease_expires_at < clock.now
+    ORDER BY j.id
+    LIMIT %(limit)s
+    FOR UPDATE OF j SKIP LOCKED
+), rescued AS (
+    UPDATE jobs j
+    SET status = x.target,
+        error = jsonb_build_object(
+            'code', 'lease_expired',
+            'message', CASE x.target
+                WHEN 'failed' THEN
+                    'worker stopped heartbeating (lease expired) and no attempts are left'
+                WHEN 'canceled' THEN
+                    'worker stopped heartbeating (lease expired) while the job was being canceled'
+                ELSE 'worker stopped heartbeating (lease expired); the job was queued again'
+            END),
+        -- exponential backoff with jitter: base * 2^(attempt - 1), capped, times 0.5..1
+        run_at = CASE
+                     WHEN x.target = 'queued' THEN
+                         clock.now + LEAST(%(backoff_base_s)s::float8
+                                           * power(2::float8, LEAST(GREATEST(j.attempt - 1, 0), 60)),
+                                           %(backoff_max_s)s::float8)
+                                     * (0.5 + random() / 2) * interval '1 second'
+                     ELSE j.run_at
+                 END,
+        finished_at = CASE WHEN x.target = 'queued' THEN NULL ELSE clock.now END,
+        expires_at = CASE
+                         WHEN x.target = 'queued' THEN NULL
+                         ELSE clock.now + j.retention_s * interval '1 second'
+                     END,
+        lease_expires_at = NULL,
+        worker_id = CASE WHEN x.target = 'queued' THEN NULL ELSE j.worker_id END,
+        updated_at = clock.now
+    FROM expired x, clock
+    WHERE j.id = x.id AND j.status IN ('running', 'canceling') AND j.lease_expires_at < clock.now
+    RETURNING j.id, j.attempt, j.status, j.error, j.started_at, x.worker_id AS attempt_worker_id
+), history AS (
+    INSERT INTO job_attempts (job_id, attempt, status, error, started_at, ended_at, worker_id)
+    SELECT r.id, r.attempt, 'lost', r.error, r.started_at, clock.now, r.attempt_worker_id
+    FROM rescued r, clock
+)
+SELECT count(*) FILTER (WHERE status = 'queued') AS requeued,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'canceled') AS canceled
+FROM rescued;
+
+-- name: job_promote_scheduled
+WITH clock AS (
+    SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now
+), due AS (
+    SELECT j.id
+    FROM jobs j, clock
+    WHERE j.status = 'scheduled' AND j.run_at <= clock.now
+    ORDER BY j.id
+    LIMIT %(limit)s
+    FOR UPDATE OF j SKIP LOCKED
+), promoted AS (
+    UPDATE jobs j
+    SET status = 'queued', updated_at = clock.now
+    FROM due, clock
+    WHERE j.id = due.id AND j.status = 'scheduled'
+    RETURNING j.id
+), wake AS (
+    SELECT pg_notify(%(channel)s, '') WHERE EXISTS (SELECT 1 FROM promoted)
+)
+SELECT (SELECT count(*) FROM promoted) AS promoted, (SELECT count(*) FROM wake) AS woken;
+
+
+
+-- name: job_set_status
+-- A guarded move of one job. %(terminal)s: the target ends the job;
+-- %(requeue)s: the target is queued (from a finished job this is a manual
+-- retry, which first records the finished attempt in the history unless the
+-- completion already did).
+WITH clock AS (
+    SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now
+), target AS (
+    SELECT j.id, j.status AS was, j.attempt, j.error, j.started_at, j.finished_at, j.worker_id
+    FROM jobs j
+    WHERE j.tenant_id = %(tenant_id)s AND j.id = %(id)s AND j.status = ANY(%(sources)s::text[])
+      AND (%(target)s::text <> 'canceling' OR j.status = 'running')
+    FOR UPDATE
+), changed AS (
+    UPDATE jobs j
+    SET status = %(target)s::text,
+        finished_at = CASE
+                          WHEN %(terminal)s THEN clock.now
+                          WHEN %(requeue)s THEN NULL
+                          ELSE j.finished_at
+                      END,
+        expires_at = CASE
+                         WHEN %(terminal)s THEN clock.now + j.retention_s * interval '1 second'
+                         WHEN %(requeue)s THEN NULL
+                         ELSE j.expires_at
+                     END,
+        lease_expires_at = CASE
+                               WHEN %(terminal)s OR %(requeue)s THEN NULL
+                               ELSE j.lease_expires_at
+                           END,
+        result = CASE WHEN %(requeue)s THEN NULL ELSE j.result END,
+        error = CASE WHEN %(requeue)s THEN NULL ELSE j.error END,
+        run_at = CASE WHEN %(requeue)s THEN clock.now ELSE j.run_at END,
+        max_attempts = CASE
+                           WHEN %(requeue)s THEN COALESCE(%(max_attempts)s::integer, j.max_attempts)
+                           ELSE j.max_attempts
+                       END,
+        worker_id = CASE WHEN %(requeue)s THEN NULL ELSE j.worker_id END,
+        updated_at = clock.now
+    FROM target t, clock
+    WHERE j.id = t.id
+    RETURNING j.*
+), history AS (
+    INSERT INTO job_attempts (job_id, attempt, status, error, started_at, ended_at, worker_id)
+    SELECT t.id, t.attempt, t.was, t.error, t.started_at, t.finished_at, t.worker_id
+    FROM target t
+    WHERE %(requeue)s AND t.attempt > 0
+      AND t.was IN ('succeeded', 'failed', 'canceled', 'skipped')
+      AND NOT EXISTS (
+          SELECT 1 FROM job_attempts a
+          WHERE a.job_id = t.id AND a.attempt = t.attempt AND a.status <> 'refused'
+      )
+), wake AS (
+    SELECT pg_notify(%(channel)s, '') WHERE %(requeue)s AND EXISTS (SELECT 1 FROM changed)
+)
+SELECT c.*, (SELECT count(*) FROM wake) AS woken
+FROM changed c;
+
+-- name: job_delete
+-- The job and its descendants (same tenant), with their rows in other tables.
+WITH RECURSIVE tree AS (
+    SELECT j.id FROM jobs j WHERE j.tenant_id = %(tenant_id)s AND j.id = %(id)s
+    UNION
+    SELECT c.id FROM jobs c JOIN tree ON c.parent_id = tree.id WHERE c.tenant_id = %(tenant_id)s
+), doomed AS (
+    SELECT j.id FROM jobs j WHERE j.id IN (SELECT id FROM tree) ORDER BY j.id FOR UPDATE
+), errors_gone AS (
+    DELETE FROM job_errors WHERE job_id IN (SELECT id FROM doomed)
+), attempts_gone AS (
+    DELETE FROM job_attempts WHERE job_id IN (SELECT id FROM doomed)
+), artifacts_gone AS (
+    DELETE FROM artifacts WHERE job_id IN (SELECT id FROM doomed)
+), jobs_gone AS (
+    DELETE FROM jobs WHERE id IN (SELECT id FROM doomed) RETURNING id
+)
+SELECT id FROM jobs_gone ORDER BY id;
+
+-- name: job_purge_expired
+WITH clock AS (
+    SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now
+), doomed AS (
+    SELECT j.id
+    FROM jobs j, clock
+    WHERE j.expires_at <= clock.now
+    ORDER BY j.id
+    LIMIT %(limit)s
+    FOR UPDATE OF j SKIP LOCKED
+), errors_gone AS (
+    DELETE FROM job_errors WHERE job_id IN (SELECT id FROM doomed)
+), attempts_gone AS (
+    DELETE FROM job_attempts WHERE job_id IN (SELECT id FROM doomed)
+), artifacts_gone AS (
+    DELETE FROM artifacts WHERE job_id IN (SELECT id FROM doomed)
+), jobs_gone AS (
+    DELETE FROM jobs WHERE id IN (SELECT id FROM doomed) RETURNING tenant_id, id
+)
+SELECT tenant_id, id FROM jobs_gone ORDER BY id;
+
+
+
+-- name: job_errors_insert_many
+WITH clock AS (SELECT clock_timestamp() AS now)
+INSERT INTO job_errors (
+    id, tenant_id, job_id, attempt, code, message, source, record, retry_data,
+    resolved, retried, created_at
+)
+SELECT e.id, e.tenant_id, e.job_id, e.attempt, e.code, e.message, e.source,
+       e.record::jsonb, e.retry_data::jsonb, e.resolved, e.retried,
+       COALESCE(e.created_at, clock.now)
+FROM unnest(
+    %(ids)s::text[], %(tenant_ids)s::text[], %(job_ids)s::text[], %(attempts)s::integer[],
+    %(codes)s::text[], %(messages)s::text[], %(sources)s::text[], %(records)s::text[],
+    %(retry_data)s::text[], %(resolved)s::boolean[], %(retried)s::boolean[],
+    %(created_ats)s::timestamptz[]
+) AS e (
+    id, tenant_id, job_id, attempt, code, message, source, record, retry_data,
+    resolved, retried, created_at
+)
+CROSS JOIN clock;
+
+-- name: job_errors_list
+SELECT id, tenant_id, job_id, attempt, code, message, source, record, retry_data,
+       resolved, retried, created_at
+FROM job_errors
+WHERE tenant_id = %(tenant_id)s AND job_id = %(job_id)s
+  AND (%(after_id)s::text IS NULL OR id > %(after_id)s::text)
+ORDER BY id
+LIMIT %(limit)s;
+
+-- name: artifact_put
+INSERT INTO artifacts (tenant_id, job_id, name, blob_key, size, sha256, content_type, created_at)
+VALUES (%(tenant_id)s, %(job_id)s, %(name)s, %(blob_key)s, %(size)s, %(sha256)s,
+        %(content_type)s, COALESCE(%(created_at)s::timestamptz, clock_timestamp()))
+ON CONFLICT (job_id, name) DO UPDATE
+SET tenant_id = EXCLUDED.tenant_id,
+    blob_key = EXCLUDED.blob_key,
+    size = EXCLUDED.size,
+    sha256 = EXCLUDED.sha256,
+    content_type = EXCLUDED.content_type,
+    created_at = EXCLUDED.created_at;
+
+-- name: artifact_list
+SELECT tenant_id, job_id, name, blob_key, size, sha256, content_type, created_at
+FROM artifacts
+WHERE tenant_id = %(tenant_id)s AND job_id = %(job_id)s
+ORDER BY name;
