@@ -1,0 +1,811 @@
+"""PostgreSQL store: psycopg 3 with a connection pool; SQL in postgres_queries.sql.
+
+Every table lives in the connection's `current_schema()` (the URL's search_path),
+so several jobdock instances, or tests, can share a database one schema each;
+the LISTEN/NOTIFY channel and the advisory-lock keys are derived from the schema
+name for the same reason.
+
+Pool connections run in autocommit: a single statement is its own transaction
+(no BEGIN/COMMIT round trips), and methods that need several statements to be
+atomic open `conn.transaction()` explicitly. Driver errors are translated into
+`jobdock.errors` at this boundary; nothing above the store sees psycopg.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from jobdock.errors import (
+    AlreadyExists,
+    IdempotencyConflict,
+    InvalidInput,
+    JobdockError,
+    StoreError,
+    StoreUnavailable,
+    TenantNotFound,
+)
+from jobdock.model import (
+    Artifact,
+    Attempt,
+    Completion,
+    Job,
+    JobErrorRecord,
+    JobQuery,
+    JobStatus,
+    NewJob,
+    Outcome,
+    ProgressUpdate,
+    RescueResult,
+    Tenant,
+)
+from jobdock.store.base import HeartbeatResult, InsertResult, QueueWaiter, Store
+from jobdock.store.queries import load_queries, migration_files
+
+__all__ = ["PostgresStore"]
+
+Row = dict[str, Any]
+Params = Mapping[str, Any] | Sequence[Any]
+
+_Q = load_queries("postgres_queries.sql")
+
+# How long a caller waits for a pooled connection before StoreUnavailable.
+_POOL_TIMEOUT_S = 10.0
+_CONNECT_TIMEOUT_S = 5
+# A claim whose candidates were all taken by other workers between choosing
+# and locking tries again this many times before reporting an empty queue.
+_CLAIM_TRIES = 3
+# Identifiers (and so LISTEN channels) are at most 63 bytes in PostgreSQL.
+_MAX_IDENTIFIER = 63
+_FK_KEY = re.compile(r"\(tenant_id\)=\((.*)\)")
+
+
+class PostgresStore(Store):
+    """The PostgreSQL implementation of `Store` (see base.py for the contract)."""
+
+    backend = "postgres"
+
+    def __init__(self, url: str, pool_max: int = 10, **ignored: object) -> None:
+        self._url = url
+        self._schema: str | None = None
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max(1, pool_max),
+            kwargs={"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S},
+            configure=_configure,
+            # Connections broken by a server restart are replaced, not handed out.
+            check=ConnectionPool.check_connection,
+            timeout=_POOL_TIMEOUT_S,
+            name="jobdock",
+            open=True,
+        )
+
+    # -- plumbing ------------------------------------------------------------
+    @contextmanager
+    def _conn(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; psycopg errors raised while it is held are translated."""
+        try:
+            with self._pool.connection(timeout=timeout) as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+
+    @staticmethod
+    def _rows(conn: psycopg.Connection[Any], query: Any, params: Params | None = None) -> list[Row]:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, params)
+            return cur.fetchall() if cur.description is not None else []
+
+    def _one(self, query: str, params: Params | None = None) -> Row | None:
+        with self._conn() as conn:
+            rows = self._rows(conn, query, params)
+        return rows[0] if rows else None
+
+    def _schema_name(self) -> str:
+        if self._schema is None:
+            row = self._one(_Q["schema_name"])
+            schema = row["schema"] if row else None
+            if schema is None:
+                raise StoreError(
+                    "the database URL's search_path names no existing schema;"
+                    " create the schema first or fix the search_path option"
+                )
+            self._schema = str(schema)
+        return self._schema
+
+    @property
+    def _channel(self) -> str:
+        return _channel_for(self._schema_name())
+
+    def _lock_key(self, purpose: str) -> int:
+        return _advisory_key(purpose, self._schema_name())
+
+    # -- lifecycle ---------------------------------------------------------
+    def migrate(self) -> list[int]:
+        key = self._lock_key("migrate")
+        applied: list[int] = []
+        with self._conn() as conn:
+            with conn.transaction():
+                conn.execute(_Q["migration_lock"], {"key": key})
+                conn.execute(_Q["migration_table"])
+            for version, text in migration_files("postgres"):
+                # One transaction per file, each under the lock: a concurrent
+                # migrator waits here and then sees the version as applied.
+                with conn.transaction():
+                    conn.execute(_Q["migration_lock"], {"key": key})
+                    done = {r["version"] for r in self._rows(conn, _Q["migration_versions"])}
+                    if version in done:
+                        continue
+                    conn.execute(text)  # no parameters: may hold several statements
+                    conn.execute(_Q["migration_record"], {"version": version})
+                applied.append(version)
+        return applied
+
+    def ping(self) -> None:
+        with self._conn(timeout=3.0) as conn:
+            conn.execute(_Q["ping"])
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def now(self) -> datetime:
+        row = self._one(_Q["now"])
+        assert row is not None
+        return _utc(row["now"])
+
+    # -- tenants -------------------------------------------------------------
+    def tenant_create(self, tenant_id: str, retention_s: int | None = None) -> Tenant:
+        try:
+            row = self._one(_Q["tenant_create"], {"id": tenant_id, "retention_s": retention_s})
+        except AlreadyExists:
+            raise AlreadyExists(f"tenant {tenant_id!r} already exists", tenant=tenant_id) from None
+        assert row is not None
+        return _tenant(row)
+
+    def tenant_get(self, tenant_id: str) -> Tenant | None:
+        row = self._one(_Q["tenant_get"], {"id": tenant_id})
+        return _tenant(row) if row else None
+
+    def tenant_list(self) -> list[Tenant]:
+        with self._conn() as conn:
+            return [_tenant(r) for r in self._rows(conn, _Q["tenant_list"])]
+
+    # -- jobs: submit and read ---------------------------------------------
+    def job_insert_many(self, jobs: Sequence[NewJob]) -> list[InsertResult]:
+        if not jobs:
+            return []
+        tenant_ids = sorted({j.tenant_id for j in jobs})
+        keyed = [j for j in jobs if j.idempotency_key is not None]
+        with self._conn() as conn, conn.transaction():
+            locked = self._rows(conn, _Q["tenants_lock"], {"ids": tenant_ids})
+            next_seq = {r["id"]: int(r["next_seq"]) for r in locked}
+            for tenant_id in tenant_ids:
+                if tenant_id not in next_seq:
+                    raise TenantNotFound(tenant_id)
+            # Holding the tenants' locks, this sees every key committed before us.
+            known: dict[tuple[str, str], Job] = {}
+            if keyed:
+                rows = self._rows(
+                    conn,
+                    _Q["jobs_by_idempotency_key"],
+                    {
+                        "tenant_ids": [j.tenant_id for j in keyed],
+                        "keys": [j.idempotency_key for j in keyed],
+                    },
+                )
+                for row in rows:
+                    job = _job(row)
+                    assert job.idempotency_key is not None
+                    known[(job.tenant_id, job.idempotency_key)] = job
+            results: list[InsertResult] = []
+            new: list[Job] = []
+            for nj in jobs:
+                key = (nj.tenant_id, nj.idempotency_key) if nj.idempotency_key else None
+                if key is not None and key in known:
+                    existing = known[key]
+                    if not _json_equal(existing.input, nj.input):
+                        raise IdempotencyConflict(key[1], existing.id)
+                    results.append(InsertResult(existing, created=False))
+                    continue
+                next_seq[nj.tenant_id] += 1
+                job = _job_from_new(nj, next_seq[nj.tenant_id])
+                if key is not None:
+                    known[key] = job
+                new.append(job)
+                results.append(InsertResult(job, created=True))
+            if new:
+                self._insert(conn, new, next_seq)
+        return results
+
+    def _insert(
+        self, conn: psycopg.Connection[Any], jobs: list[Job], next_seq: dict[str, int]
+    ) -> None:
+        params = {
+            "seq_tenants": list(next_seq),
+            "seq_values": list(next_seq.values()),
+            "ids": [j.id for j in jobs],
+            "tenant_ids": [j.tenant_id for j in jobs],
+            "app_ids": [j.app_id for j in jobs],
+            "seqs": [j.seq for j in jobs],
+            "kinds": [j.kind for j in jobs],
+            "names": [j.name for j in jobs],
+            "statuses": [str(j.status) for j in jobs],
+            "priorities": [int(j.priority) for j in jobs],
+            "inputs": [_dumps(j.input) for j in jobs],
+            "labels": [_dumps(j.labels) for j in jobs],
+            "parent_ids": [j.parent_id for j in jobs],
+            "max_attempts": [int(j.max_attempts) for j in jobs],
+            "run_ats": [j.run_at for j in jobs],
+            "timeouts": [None if j.timeout_s is None else float(j.timeout_s) for j in jobs],
+            "retentions": [int(j.retention_s or 0) for j in jobs],
+            "keys": [j.idempotency_key for j in jobs],
+            "created_ats": [j.created_at for j in jobs],
+            "channel": self._channel,
+            "notify": any(j.status == JobStatus.QUEUED for j in jobs),
+        }
+        rows = self._rows(conn, _Q["job_insert_many"], params)
+        if rows[0]["inserted"] != len(jobs):
+            # Cannot happen while inserts hold their tenants' locks; never lose
+            # a job silently if it does.
+            raise StoreError("a concurrent insert used the same idempotency key; retry")
+
+    def job_get(self, tenant_id: str, job_id: str, now: datetime | None = None) -> Job | None:
+        row = self._one(_Q["job_get"], {"tenant_id": tenant_id, "id": job_id, "now": now})
+        return _job(row) if row else None
+
+    def job_list(self, query: JobQuery, now: datetime | None = None) -> list[Job]:
+        if query.page_size <= 0:
+            return []
+        where: list[sql.Composable] = []
+        params: list[Any] = [now]
+
+        def add(name: str, *values: Any) -> None:
+            where.append(sql.SQL(_Q[f"job_filter_{name}"]))
+            params.extend(values)
+
+        add("tenant", query.tenant_id)
+        if query.kinds is not None:
+            add("kinds", list(query.kinds))
+        if query.statuses is not None:
+            add("statuses", [str(s) for s in query.statuses])
+        if query.parent_id is not None:
+            add("parent", query.parent_id)
+        if query.app_id is not None:
+            add("app", query.app_id)
+        if query.labels:
+            add("labels", _dumps(query.labels))
+        if query.created_at_gte is not None:
+            add("created_gte", query.created_at_gte)
+        if query.created_at_lte is not None:
+            add("created_lte", query.created_at_lte)
+        if query.finished_at_gte is not None:
+            add("finished_gte", query.finished_at_gte)
+        if query.finished_at_lte is not None:
+            add("finished_lte", query.finished_at_lte)
+        for name, value in query.stats_gte.items():
+            add("stat_gte", name, name, value)
+        for name, value in query.stats_lte.items():
+            add("stat_lte", name, name, value)
+        if query.after_id is not None:
+            add("before", query.after_id)
+        params.append(query.page_size)
+        statement = sql.SQL(_Q["job_list"]).format(where=sql.SQL(" AND ").join(where))
+        with self._conn() as conn:
+            return [_job(r) for r in self._rows(conn, statement, params)]
+
+    def job_attempts(self, tenant_id: str, job_id: str) -> list[Attempt]:
+        with self._conn() as conn:
+            rows = self._rows(conn, _Q["job_attempts"], {"tenant_id": tenant_id, "job_id": job_id})
+        return [
+            Attempt(
+                job_id=r["job_id"],
+                attempt=r["attempt"],
+                status=r["status"],
+                error=r["error"],
+                started_at=_utc_or_none(r["started_at"]),
+                ended_at=_utc_or_none(r["ended_at"]),
+                worker_id=r["worker_id"],
+            )
+            for r in rows
+        ]
+
+    # -- jobs: the queue ---------------------------------------------------
+    def job_claim_many(
+        self,
+        worker_id: str,
+        kinds: Sequence[str],
+        limit: int,
+        lease_s: float,
+        now: datetime | None = None,
+    ) -> list[Job]:
+        if limit <= 0 or not kinds:
+            return []
+        params = {
+            "worker_id": worker_id,
+            "kinds": list(kinds),
+            "limit": limit,
+            "lease_s": float(lease_s),
+            "now": now,
+        }
+        with self._conn() as conn:
+            for _ in range(_CLAIM_TRIES):
+                rows = self._rows(conn, _Q["job_claim_many"], params)
+                claimed = [r for r in rows if r["id"] is not None]
+                if claimed or rows[0]["candidates"] == 0:
+                    break
+                # Every candidate was locked by another worker: look again
+                # rather than idle a whole poll interval with jobs waiting.
+        claimed.sort(key=lambda r: (r["claim_pos"], -r["priority"], r["run_at"], r["id"]))
+        return [_job(r) for r in claimed]
+
+    def job_heartbeat_many(
+        self, claims: Sequence[tuple[str, int]], lease_s: float, now: datetime | None = None
+    ) -> HeartbeatResult:
+        result = HeartbeatResult()
+        if not claims:
+            return result
+        pairs = sorted(set(claims))
+        params = {
+            "ids": [job_id for job_id, _ in pairs],
+            "attempts": [attempt for _, attempt in pairs],
+            "lease_s": float(lease_s),
+            "now": now,
+        }
+        with self._conn() as conn:
+            rows = self._rows(conn, _Q["job_heartbeat_many"], params)
+        for r in rows:
+            if r["status"] is None:
+                result.lost.add(r["id"])
+            elif r["status"] == JobStatus.CANCELING:
+                result.canceling.add(r["id"])
+        return result
+
+    def job_progress_many(self, updates: Sequence[ProgressUpdate]) -> None:
+        if not updates:
+            return
+        # One row per (job, attempt): later updates overwrite earlier ones,
+        # field by field, as they would have one statement at a time.
+        merged: dict[tuple[str, int], ProgressUpdate] = {}
+        for u in updates:
+            key = (u.job_id, u.attempt)
+            seen = merged.get(key)
+            if seen is None:
+                merged[key] = ProgressUpdate(u.job_id, u.attempt, u.stats, u.progress)
+            else:
+                seen.stats = u.stats if u.stats is not None else seen.stats
+                seen.progress = u.progress if u.progress is not None else seen.progress
+        batch = sorted(merged.values(), key=lambda u: (u.job_id, u.attempt))
+        params = {
+            "ids": [u.job_id for u in batch],
+            "attempts": [u.attempt for u in batch],
+            "stats": [_dumps_or_none(u.stats) for u in batch],
+            "progress": [_dumps_or_none(u.progress) for u in batch],
+        }
+        with self._conn() as conn:
+            conn.execute(_Q["job_progress_many"], params)
+
+    def job_complete_many(
+        self, completions: Sequence[Completion], now: datetime | None = None
+    ) -> set[str]:
+        # A job reported twice in one batch is handled as two reports in a row:
+        # the second round sees the first's effect (and is refused if it ended
+        # the attempt). Rounds keep each statement at one report per job.
+        rounds: list[list[Completion]] = []
+        seen: dict[str, int] = {}
+        for c in completions:
+            n = seen.get(c.job_id, 0)
+            seen[c.job_id] = n + 1
+            if n == len(rounds):
+                rounds.append([])
+            rounds[n].append(c)
+        accepted: set[str] = set()
+        if not rounds:
+            return accepted
+        with self._conn() as conn, conn.transaction():
+            for batch in rounds:
+                params = {
+                    "ids": [c.job_id for c in batch],
+                    "attempts": [c.attempt for c in batch],
+                    "outcomes": [str(Outcome(c.outcome)) for c in batch],
+                    "results": [_dumps_or_none(c.result) for c in batch],
+                    "errors": [_dumps_or_none(c.error) for c in batch],
+                    "retry_ats": [c.retry_at for c in batch],
+                    "stats": [_dumps_or_none(c.stats) for c in batch],
+                    "progress": [_dumps_or_none(c.progress) for c in batch],
+                    "now": now,
+                    "channel": self._channel,
+                }
+                accepted.update(r["id"] for r in self._rows(conn, _Q["job_complete_many"], params))
+        return accepted
+
+    def job_rescue_expired(
+        self,
+        backoff_base_s: float,
+        backoff_max_s: float,
+        now: datetime | None = None,
+        limit: int = 1000,
+    ) -> RescueResult:
+        if limit <= 0:
+            return RescueResult()
+        params = {
+            "backoff_base_s": float(backoff_base_s),
+            "backoff_max_s": float(backoff_max_s),
+            "now": now,
+            "limit": limit,
+        }
+        row = self._one(_Q["job_rescue_expired"], params)
+        assert row is not None
+        return RescueResult(
+            requeued=int(row["requeued"]), failed=int(row["failed"]), canceled=int(row["canceled"])
+        )
+
+    def job_promote_scheduled(self, now: datetime | None = None, limit: int = 10_000) -> int:
+        if limit <= 0:
+            return 0
+        params = {"now": now, "limit": limit, "channel": self._channel}
+        row = self._one(_Q["job_promote_scheduled"], params)
+        assert row is not None
+        return int(row["promoted"])
+
+    # -- jobs: user actions ------------------------------------------------
+    def job_set_status(
+        self,
+        tenant_id: str,
+        job_id: str,
+        sources: frozenset[JobStatus],
+        target: JobStatus,
+        now: datetime | None = None,
+        max_attempts: int | None = None,
+    ) -> Job | None:
+        if not sources:
+            return None
+        target = JobStatus(target)
+        params = {
+            "tenant_id": tenant_id,
+            "id": job_id,
+            "sources": sorted(str(s) for s in sources),
+            "target": str(target),
+            "terminal": target.terminal,
+            "requeue": target == JobStatus.QUEUED,
+            "max_attempts": max_attempts,
+            "now": now,
+            "channel": self._channel,
+        }
+        row = self._one(_Q["job_set_status"], params)
+        return _job(row) if row else None
+
+    def job_delete(self, tenant_id: str, job_id: str) -> list[str]:
+        with self._conn() as conn:
+            rows = self._rows(conn, _Q["job_delete"], {"tenant_id": tenant_id, "id": job_id})
+        return [r["id"] for r in rows]
+
+    def job_purge_expired(
+        self, now: datetime | None = None, limit: int = 1000
+    ) -> list[tuple[str, str]]:
+        if limit <= 0:
+            return []
+        with self._conn() as conn:
+            rows = self._rows(conn, _Q["job_purge_expired"], {"now": now, "limit": limit})
+        return [(r["tenant_id"], r["id"]) for r in rows]
+
+    # -- per-record errors and artifacts -------------------------------------
+    def job_errors_insert_many(self, records: Sequence[JobErrorRecord]) -> None:
+        if not records:
+            return
+        params = {
+            "ids": [e.id for e in records],
+            "tenant_ids": [e.tenant_id for e in records],
+            "job_ids": [e.job_id for e in records],
+            "attempts": [int(e.attempt) for e in records],
+            "codes": [e.code for e in records],
+            "messages": [e.message for e in records],
+            "sources": [e.source for e in records],
+            "records": [_dumps_or_none(e.record) for e in records],
+            "retry_data": [_dumps_or_none(e.retry_data) for e in records],
+            "resolved": [bool(e.resolved) for e in records],
+            "retried": [bool(e.retried) for e in records],
+            "created_ats": [_utc_or_none(e.created_at) for e in records],
+        }
+        with self._conn() as conn:
+            conn.execute(_Q["job_errors_insert_many"], params)
+
+    def job_errors_list(
+        self, tenant_id: str, job_id: str, after_id: str | None = None, limit: int = 1000
+    ) -> list[JobErrorRecord]:
+        if limit <= 0:
+            return []
+        params = {"tenant_id": tenant_id, "job_id": job_id, "after_id": after_id, "limit": limit}
+        with self._conn() as conn:
+            rows = self._rows(conn, _Q["job_errors_list"], params)
+        return [
+            JobErrorRecord(
+                id=r["id"],
+                tenant_id=r["tenant_id"],
+                job_id=r["job_id"],
+                attempt=r["attempt"],
+                message=r["message"],
+                code=r["code"],
+                source=r["source"],
+                record=r["record"],
+                retry_data=r["retry_data"],
+                resolved=r["resolved"],
+                retried=r["retried"],
+                created_at=_utc(r["created_at"]),
+            )
+            for r in rows
+        ]
+
+    def artifact_put(self, artifact: Artifact) -> None:
+        params = {
+            "tenant_id": artifact.tenant_id,
+            "job_id": artifact.job_id,
+            "name": artifact.name,
+            "blob_key": artifact.blob_key,
+            "size": int(artifact.size),
+            "sha256": artifact.sha256,
+            "content_type": artifact.content_type,
+            "created_at": _utc_or_none(artifact.created_at),
+        }
+        with self._conn() as conn:
+            conn.execute(_Q["artifact_put"], params)
+
+    def artifact_list(self, tenant_id: str, job_id: str) -> list[Artifact]:
+        with self._conn() as conn:
+            rows = self._rows(conn, _Q["artifact_list"], {"tenant_id": tenant_id, "job_id": job_id})
+        return [
+            Artifact(
+                tenant_id=r["tenant_id"],
+                job_id=r["job_id"],
+                name=r["name"],
+                blob_key=r["blob_key"],
+                size=int(r["size"]),
+                sha256=r["sha256"],
+                content_type=r["content_type"],
+                created_at=_utc(r["created_at"]),
+            )
+            for r in rows
+        ]
+
+    # -- coordination ------------------------------------------------------
+    def maintenance_lock(self) -> AbstractContextManager[bool]:
+        return self._maintenance_lock()
+
+    @contextmanager
+    def _maintenance_lock(self) -> Iterator[bool]:
+        # A session-level advisory lock lives as long as the connection that
+        # took it, so that connection is held for the whole block; a crashed
+        # holder frees the lock when its session ends.
+        key = self._lock_key("maintenance")
+        with self._conn() as conn:
+            rows = self._rows(conn, _Q["advisory_try_lock"], {"key": key})
+            locked = bool(rows[0]["locked"])
+            try:
+                yield locked
+            finally:
+                if locked:
+                    try:
+                        conn.execute(_Q["advisory_unlock"], {"key": key})
+                    except psycopg.Error:
+                        # Never hand a connection that may still hold the lock
+                        # back to the pool: closing it ends the session and the lock.
+                        conn.close()
+
+    def queue_waiter(self) -> QueueWaiter:
+        return PostgresQueueWaiter(self._url)
+
+
+class PostgresQueueWaiter(QueueWaiter):
+    """LISTEN on the schema's channel over a dedicated autocommit connection.
+
+    A wake-up is only a hint: after any connection error the waiter drops the
+    connection, sleeps out the rest of the timeout (the caller then polls, as
+    it would have anyway) and reconnects on the next call, so a server restart
+    costs at most one poll interval.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: psycopg.Connection[Any] | None = None
+        self._closed = False
+
+    def _connect(self, timeout: float) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            conn = psycopg.connect(
+                self._url,
+                autocommit=True,
+                # libpq counts connect_timeout in whole seconds, 2 at least.
+                connect_timeout=max(2, math.ceil(timeout)),
+                # Detect a half-open connection (peer gone without a FIN).
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
+                keepalives_count=3,
+            )
+            try:
+                row = conn.execute(_Q["schema_name"]).fetchone()
+                if row is None or row[0] is None:
+                    raise StoreError("the database URL's search_path names no existing schema")
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(_channel_for(row[0]))))
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def wait(self, timeout: float) -> bool:
+        if self._closed:
+            return False
+        timeout = max(0.0, timeout)
+        deadline = time.monotonic() + timeout
+        try:
+            conn = self._connect(timeout)
+            remaining = max(0.0, deadline - time.monotonic())
+            for _ in conn.notifies(timeout=remaining, stop_after=1):
+                return True
+            return False
+        except (psycopg.Error, StoreError):
+            self._drop()
+            if not self._closed:
+                time.sleep(max(0.0, deadline - time.monotonic()))
+            return False
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(psycopg.Error):
+                conn.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._drop()
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    # Times come back as UTC datetimes whatever the server's TimeZone setting.
+    conn.execute("SET TIME ZONE 'UTC'")
+
+
+def _channel_for(schema: str) -> str:
+    """The LISTEN/NOTIFY channel of a schema: its name, hashed when too long."""
+    channel = f"jobdock.{schema}"
+    if len(channel.encode()) > _MAX_IDENTIFIER:
+        channel = "jobdock." + hashlib.sha256(schema.encode()).hexdigest()[:40]
+    return channel
+
+
+def _advisory_key(purpose: str, schema: str) -> int:
+    """A stable signed 64-bit advisory-lock key for `purpose` within `schema`."""
+    digest = hashlib.blake2b(f"jobdock:{purpose}:{schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _translate(exc: psycopg.Error) -> JobdockError:
+    """The jobdock error for a driver error (raised `from` the original)."""
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        # Includes pool timeouts, a closed pool, lost connections, server
+        # shutdowns and deadlocks: all worth retrying later.
+        return StoreUnavailable(f"the database is unavailable: {exc}".strip())
+    if isinstance(exc, pg_errors.ForeignKeyViolation):
+        match = _FK_KEY.search(exc.diag.message_detail or "")
+        return TenantNotFound(match.group(1) if match else "?")
+    if isinstance(exc, pg_errors.UniqueViolation):
+        return AlreadyExists(f"already exists: {exc.diag.message_detail or exc}")
+    if isinstance(exc, pg_errors.UntranslatableCharacter | pg_errors.NumericValueOutOfRange):
+        # Values PostgreSQL cannot store (a \u0000 in JSON text, a priority
+        # beyond 32 bits): the request has to change, retrying will not help.
+        return InvalidInput(f"value cannot be stored: {exc}".strip())
+    return StoreError(f"database error: {exc}".strip())
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"value is not JSON: {exc}") from exc
+
+
+def _dumps_or_none(value: Any) -> str | None:
+    return None if value is None else _dumps(value)
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    """JSON equality: numbers by value (1 == 1.0) but booleans are not numbers."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and bool(a == b)
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _utc_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else _utc(value)
+
+
+def _tenant(row: Row) -> Tenant:
+    return Tenant(id=row["id"], created_at=_utc(row["created_at"]), retention_s=row["retention_s"])
+
+
+def _job(row: Row) -> Job:
+    return Job(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        kind=row["kind"],
+        status=JobStatus(row["status"]),
+        input=row["input"],
+        seq=int(row["seq"]),
+        app_id=row["app_id"],
+        name=row["name"],
+        priority=row["priority"],
+        result=row["result"],
+        error=row["error"],
+        stats=row["stats"] or {},
+        progress=row["progress"] or {},
+        labels=row["labels"] or {},
+        parent_id=row["parent_id"],
+        attempt=row["attempt"],
+        max_attempts=row["max_attempts"],
+        run_at=_utc_or_none(row["run_at"]),
+        timeout_s=row["timeout_s"],
+        retention_s=row["retention_s"],
+        idempotency_key=row["idempotency_key"],
+        created_at=_utc_or_none(row["created_at"]),
+        started_at=_utc_or_none(row["started_at"]),
+        finished_at=_utc_or_none(row["finished_at"]),
+        updated_at=_utc_or_none(row["updated_at"]),
+        expires_at=_utc_or_none(row["expires_at"]),
+        lease_expires_at=_utc_or_none(row["lease_expires_at"]),
+        worker_id=row["worker_id"],
+    )
+
+
+def _job_from_new(nj: NewJob, seq: int) -> Job:
+    """The row an insert writes, as `job_get` would read it back."""
+    created_at = _utc(nj.created_at)
+    return Job(
+        id=nj.id,
+        tenant_id=nj.tenant_id,
+        kind=nj.kind,
+        status=JobStatus(nj.status),
+        input=nj.input,
+        seq=seq,
+        app_id=nj.app_id,
+        name=nj.name,
+        priority=nj.priority,
+        labels=dict(nj.labels),
+        parent_id=nj.parent_id,
+        attempt=0,
+        max_attempts=nj.max_attempts,
+        run_at=_utc(nj.run_at),
+        timeout_s=None if nj.timeout_s is None else float(nj.timeout_s),
+        retention_s=nj.retention_s,
+        idempotency_key=nj.idempotency_key,
+        created_at=created_at,
+        updated_at=created_at,
+    )
