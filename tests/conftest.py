@@ -31,7 +31,7 @@ def _pg_reachable() -> str | None:
         return str(exc).strip()
 
 
-_pg_problem: str | None | bool = False
+_pg_problem: str | bool | None = False
 
 
 def require_pg() -> None:

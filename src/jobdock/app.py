@@ -42,6 +42,7 @@ class App:
         self.specs: dict[str, KindSpec] = {}
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
+        self._applied_at_start: builtins.list[int] = []
         for spec, function in BUILTIN:
             self._register(spec, function)
 
@@ -82,7 +83,7 @@ class App:
                 store = open_store(self.settings.database_url,
                                    synchronous=self.settings.sqlite_synchronous,
                                    pool_max=self.settings.pg_pool_max)
-                store.migrate()
+                self._applied_at_start = store.migrate()
                 engine = Engine(store, open_blobs(self.settings.blob_url), self.settings)
                 for spec in self.specs.values():
                     engine.register_kind(spec)
@@ -90,7 +91,11 @@ class App:
             return self._engine
 
     def migrate(self) -> builtins.list[int]:
-        return self.engine.store.migrate()
+        """Apply pending migrations; return the versions applied (also those applied when
+        the store was opened)."""
+        engine = self.engine
+        applied, self._applied_at_start = self._applied_at_start, []
+        return applied + engine.store.migrate()
 
     def close(self) -> None:
         with self._engine_lock:

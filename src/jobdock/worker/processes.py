@@ -57,8 +57,11 @@ class Supervisor:
                     alive += 1
                     continue
                 if self._stopping or (self.burst and code == 0):
+                    # A child still starting when the stop came dies of the signal
+                    # itself; that is a clean stop too.
                     self._children[slot] = None
-                    status = status or code
+                    if code not in (0, -signal.SIGTERM, -signal.SIGINT):
+                        status = status or 1
                     continue
                 log.warning("worker process %d exited with %s; starting another",
                             child.pid, code)
