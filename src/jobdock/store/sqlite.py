@@ -371,7 +371,7 @@ class SQLiteStore(Store):
                 changes.update(finished_at=t, expires_at=t + (job.retention_s or 0),
                                lease_expires_at=None)
             elif target is JobStatus.QUEUED and job.status in TERMINAL:
-                conn.execute(_Q["attempt_insert"], (
+                conn.execute(_Q["attempt_insert_unless_recorded"], (
                     job.id, job.attempt, job.status.value, _dumps(job.error),
                     _ts(job.started_at), _ts(job.finished_at), job.worker_id))
                 changes.update(result=None, error=None, finished_at=None, expires_at=None,

@@ -95,6 +95,15 @@ WHERE id = :id AND attempt = :attempt AND status = 'running';
 INSERT INTO job_attempts (job_id, attempt, status, error, started_at, ended_at, worker_id)
 VALUES (?, ?, ?, ?, ?, ?, ?);
 
+-- name: attempt_insert_unless_recorded
+-- A manual retry records the attempt it ends, unless the job never ran or a
+-- completion or the rescuer already recorded how that attempt ended ('refused'
+-- rows do not count).
+INSERT INTO job_attempts (job_id, attempt, status, error, started_at, ended_at, worker_id)
+SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+WHERE ?2 > 0 AND NOT EXISTS (SELECT 1 FROM job_attempts
+                             WHERE job_id = ?1 AND attempt = ?2 AND status <> 'refused');
+
 -- name: attempt_insert_if_job
 INSERT INTO job_attempts (job_id, attempt, status, error, started_at, ended_at, worker_id)
 SELECT id, ?, ?, ?, NULL, ?, NULL FROM jobs WHERE id = ?;
