@@ -85,11 +85,16 @@ WHERE id = :id AND attempt = :attempt AND status IN ('running', 'canceling')
 RETURNING started_at, worker_id;
 
 -- name: job_release
--- A worker gives back an attempt it did not run (shutdown).
+-- A worker gives back an attempt it did not run (shutdown); a job asked to
+-- cancel meanwhile is canceled rather than queued again.
 UPDATE jobs
-SET status = 'queued', attempt = attempt - 1, run_at = :now, updated_at = :now,
-    lease_expires_at = NULL, worker_id = NULL
-WHERE id = :id AND attempt = :attempt AND status = 'running';
+SET status = CASE status WHEN 'canceling' THEN 'canceled' ELSE 'queued' END,
+    attempt = attempt - 1, run_at = CASE status WHEN 'canceling' THEN run_at ELSE :now END,
+    finished_at = CASE status WHEN 'canceling' THEN :now END,
+    expires_at = CASE status WHEN 'canceling' THEN :now + retention_s END,
+    updated_at = :now, lease_expires_at = NULL,
+    worker_id = CASE status WHEN 'canceling' THEN worker_id END
+WHERE id = :id AND attempt = :attempt AND status IN ('running', 'canceling');
 
 -- name: attempt_insert
 INSERT INTO job_attempts (job_id, attempt, status, error, started_at, ended_at, worker_id)
