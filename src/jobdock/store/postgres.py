@@ -27,6 +27,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from jobdock.errors import (
@@ -71,6 +72,17 @@ _CLAIM_TRIES = 3
 # Identifiers (and so LISTEN channels) are at most 63 bytes in PostgreSQL.
 _MAX_IDENTIFIER = 63
 _FK_KEY = re.compile(r"\(tenant_id\)=\((.*)\)")
+# Below this many jobs (or when any has an idempotency key) an insert is one
+# unnest statement; above it, COPY (a few more round trips, cheaper per row).
+_COPY_MIN_JOBS = 200
+# The types of the columns `jobs_copy` names, in its order (binary COPY sends
+# each value in its column's exact binary format).
+_COPY_TYPES = [
+    "text", "text", "text", "int8", "text", "text", "text", "int4", "jsonb", "jsonb",
+    "text", "int4", "int4", "timestamptz", "float8", "int8", "text", "timestamptz", "timestamptz",
+]  # fmt: skip
+# One encoder for every JSON value sent (json.dumps with options builds a new one per call).
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 class PostgresStore(Store):
@@ -115,10 +127,11 @@ class PostgresStore(Store):
             rows = self._rows(conn, query, params)
         return rows[0] if rows else None
 
-    def _schema_name(self) -> str:
+    def _schema_name(self, conn: psycopg.Connection[Any]) -> str:
+        """current_schema(), asked once on the connection the caller already holds."""
         if self._schema is None:
-            row = self._one(_Q["schema_name"])
-            schema = row["schema"] if row else None
+            rows = self._rows(conn, _Q["schema_name"])
+            schema = rows[0]["schema"] if rows else None
             if schema is None:
                 raise StoreError(
                     "the database URL's search_path names no existing schema;"
@@ -127,18 +140,17 @@ class PostgresStore(Store):
             self._schema = str(schema)
         return self._schema
 
-    @property
-    def _channel(self) -> str:
-        return _channel_for(self._schema_name())
+    def _channel(self, conn: psycopg.Connection[Any]) -> str:
+        return _channel_for(self._schema_name(conn))
 
-    def _lock_key(self, purpose: str) -> int:
-        return _advisory_key(purpose, self._schema_name())
+    def _lock_key(self, purpose: str, conn: psycopg.Connection[Any]) -> int:
+        return _advisory_key(purpose, self._schema_name(conn))
 
     # -- lifecycle ---------------------------------------------------------
     def migrate(self) -> list[int]:
-        key = self._lock_key("migrate")
         applied: list[int] = []
         with self._conn() as conn:
+            key = self._lock_key("migrate", conn)
             with conn.transaction():
                 conn.execute(_Q["migration_lock"], {"key": key})
                 conn.execute(_Q["migration_table"])
@@ -217,7 +229,7 @@ class PostgresStore(Store):
                 key = (nj.tenant_id, nj.idempotency_key) if nj.idempotency_key else None
                 if key is not None and key in known:
                     existing = known[key]
-                    if not _json_equal(existing.input, nj.input):
+                    if existing.kind != nj.kind or not _json_equal(existing.input, nj.input):
                         raise IdempotencyConflict(key[1], existing.id)
                     results.append(InsertResult(existing, created=False))
                     continue
@@ -227,7 +239,9 @@ class PostgresStore(Store):
                     known[key] = job
                 new.append(job)
                 results.append(InsertResult(job, created=True))
-            if new:
+            if len(new) >= _COPY_MIN_JOBS and all(j.idempotency_key is None for j in new):
+                self._insert_by_copy(conn, new, next_seq)
+            elif new:
                 self._insert(conn, new, next_seq)
         return results
 
@@ -254,7 +268,7 @@ class PostgresStore(Store):
             "retentions": [int(j.retention_s or 0) for j in jobs],
             "keys": [j.idempotency_key for j in jobs],
             "created_ats": [j.created_at for j in jobs],
-            "channel": self._channel,
+            "channel": self._channel(conn),
             "notify": any(j.status == JobStatus.QUEUED for j in jobs),
         }
         rows = self._rows(conn, _Q["job_insert_many"], params)
@@ -262,6 +276,28 @@ class PostgresStore(Store):
             # Cannot happen while inserts hold their tenants' locks; never lose
             # a job silently if it does.
             raise StoreError("a concurrent insert used the same idempotency key; retry")
+
+    def _insert_by_copy(
+        self, conn: psycopg.Connection[Any], jobs: list[Job], next_seq: dict[str, int]
+    ) -> None:
+        """Large batches without idempotency keys: binary COPY, about twice as fast
+        as the unnest insert (rows are encoded in C rather than as Python arrays)."""
+        conn.execute(
+            _Q["tenants_set_next_seq"],
+            {"ids": list(next_seq), "next_seqs": list(next_seq.values())},
+        )
+        with conn.cursor() as cur, cur.copy(_Q["jobs_copy"]) as copy:
+            copy.set_types(_COPY_TYPES)
+            write = copy.write_row
+            for j in jobs:
+                write((
+                    j.id, j.tenant_id, j.app_id, j.seq, j.kind, j.name, str(j.status),
+                    int(j.priority), Jsonb(j.input, _ENCODE), Jsonb(j.labels, _ENCODE),
+                    j.parent_id, 0, int(j.max_attempts), j.run_at, j.timeout_s,
+                    int(j.retention_s or 0), None, j.created_at, j.created_at,
+                ))  # fmt: skip
+        if any(j.status == JobStatus.QUEUED for j in jobs):
+            conn.execute(_Q["notify"], {"channel": self._channel(conn)})
 
     def job_get(self, tenant_id: str, job_id: str, now: datetime | None = None) -> Job | None:
         row = self._one(_Q["job_get"], {"tenant_id": tenant_id, "id": job_id, "now": now})
@@ -415,7 +451,8 @@ class PostgresStore(Store):
         accepted: set[str] = set()
         if not rounds:
             return accepted
-        with self._conn() as conn, conn.transaction():
+        with self._conn() as conn, _transaction(conn, len(rounds) > 1):
+            channel = self._channel(conn)
             for batch in rounds:
                 params = {
                     "ids": [c.job_id for c in batch],
@@ -427,7 +464,7 @@ class PostgresStore(Store):
                     "stats": [_dumps_or_none(c.stats) for c in batch],
                     "progress": [_dumps_or_none(c.progress) for c in batch],
                     "now": now,
-                    "channel": self._channel,
+                    "channel": channel,
                 }
                 accepted.update(r["id"] for r in self._rows(conn, _Q["job_complete_many"], params))
         return accepted
@@ -456,10 +493,10 @@ class PostgresStore(Store):
     def job_promote_scheduled(self, now: datetime | None = None, limit: int = 10_000) -> int:
         if limit <= 0:
             return 0
-        params = {"now": now, "limit": limit, "channel": self._channel}
-        row = self._one(_Q["job_promote_scheduled"], params)
-        assert row is not None
-        return int(row["promoted"])
+        with self._conn() as conn:
+            params = {"now": now, "limit": limit, "channel": self._channel(conn)}
+            rows = self._rows(conn, _Q["job_promote_scheduled"], params)
+        return int(rows[0]["promoted"])
 
     # -- jobs: user actions ------------------------------------------------
     def job_set_status(
@@ -483,10 +520,11 @@ class PostgresStore(Store):
             "requeue": target == JobStatus.QUEUED,
             "max_attempts": max_attempts,
             "now": now,
-            "channel": self._channel,
         }
-        row = self._one(_Q["job_set_status"], params)
-        return _job(row) if row else None
+        with self._conn() as conn:
+            params["channel"] = self._channel(conn)
+            rows = self._rows(conn, _Q["job_set_status"], params)
+        return _job(rows[0]) if rows else None
 
     def job_delete(self, tenant_id: str, job_id: str) -> list[str]:
         with self._conn() as conn:
@@ -589,8 +627,8 @@ class PostgresStore(Store):
         # A session-level advisory lock lives as long as the connection that
         # took it, so that connection is held for the whole block; a crashed
         # holder frees the lock when its session ends.
-        key = self._lock_key("maintenance")
         with self._conn() as conn:
+            key = self._lock_key("maintenance", conn)
             rows = self._rows(conn, _Q["advisory_try_lock"], {"key": key})
             locked = bool(rows[0]["locked"])
             try:
@@ -677,6 +715,16 @@ class PostgresQueueWaiter(QueueWaiter):
 # -- helpers ---------------------------------------------------------------------
 
 
+@contextmanager
+def _transaction(conn: psycopg.Connection[Any], needed: bool) -> Iterator[None]:
+    """A transaction around several statements; a single one needs none (autocommit)."""
+    if needed:
+        with conn.transaction():
+            yield
+    else:
+        yield
+
+
 def _configure(conn: psycopg.Connection[Any]) -> None:
     # Times come back as UTC datetimes whatever the server's TimeZone setting.
     conn.execute("SET TIME ZONE 'UTC'")
@@ -716,7 +764,7 @@ def _translate(exc: psycopg.Error) -> JobdockError:
 
 def _dumps(value: Any) -> str:
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+        return _ENCODE(value)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"value is not JSON: {exc}") from exc
 

@@ -9,6 +9,8 @@
 -- * Writers that touch several job rows lock them first in id order (a
 --   `SELECT … ORDER BY id FOR UPDATE` CTE), so that claim, completion, heartbeat
 --   and maintenance never deadlock against each other.
+-- * Arrays (the unnest batches) are sent in binary (%(name)b): psycopg's text
+--   array format escapes every element, which costs more than the insert itself.
 -- * Every status change repeats its source statuses in its WHERE clause; under
 --   READ COMMITTED a row changed meanwhile is re-checked after its lock is taken.
 
@@ -64,14 +66,14 @@ SELECT id, created_at, retention_s FROM tenants ORDER BY id;
 -- Locks the tenants of a batch (in id order) until the insert commits: this
 -- serialises a tenant's inserts, which makes `seq` gapless and lets the
 -- idempotency check below see every committed key.
-SELECT id, next_seq FROM tenants WHERE id = ANY(%(ids)s::text[]) ORDER BY id FOR UPDATE;
+SELECT id, next_seq FROM tenants WHERE id = ANY(%(ids)b::text[]) ORDER BY id FOR UPDATE;
 
 
 
 -- name: jobs_by_idempotency_key
 SELECT j.*
 FROM jobs j
-JOIN unnest(%(tenant_ids)s::text[], %(keys)s::text[]) AS k (tenant_id, idempotency_key)
+JOIN unnest(%(tenant_ids)b::text[], %(keys)b::text[]) AS k (tenant_id, idempotency_key)
   ON j.tenant_id = k.tenant_id AND j.idempotency_key = k.idempotency_key;
 
 -- name: job_insert_many
@@ -81,7 +83,7 @@ JOIN unnest(%(tenant_ids)s::text[], %(keys)s::text[]) AS k (tenant_id, idempoten
 WITH counters AS (
     UPDATE tenants t
     SET next_seq = v.next_seq
-    FROM unnest(%(seq_tenants)s::text[], %(seq_values)s::bigint[]) AS v (id, next_seq)
+    FROM unnest(%(seq_tenants)b::text[], %(seq_values)b::bigint[]) AS v (id, next_seq)
     WHERE t.id = v.id
     RETURNING t.id
 ), inserted AS (
@@ -95,11 +97,11 @@ WITH counters AS (
            0, n.max_attempts, n.run_at, n.timeout_s, n.retention_s, n.idempotency_key,
            n.created_at, n.created_at
     FROM unnest(
-        %(ids)s::text[], %(tenant_ids)s::text[], %(app_ids)s::text[], %(seqs)s::bigint[],
-        %(kinds)s::text[], %(names)s::text[], %(statuses)s::text[], %(priorities)s::integer[],
-        %(inputs)s::text[], %(labels)s::text[], %(parent_ids)s::text[],
-        %(max_attempts)s::integer[], %(run_ats)s::timestamptz[], %(timeouts)s::float8[],
-        %(retentions)s::bigint[], %(keys)s::text[], %(created_ats)s::timestamptz[]
+        %(ids)b::text[], %(tenant_ids)b::text[], %(app_ids)b::text[], %(seqs)b::bigint[],
+        %(kinds)b::text[], %(names)b::text[], %(statuses)b::text[], %(priorities)b::integer[],
+        %(inputs)b::text[], %(labels)b::text[], %(parent_ids)b::text[],
+        %(max_attempts)b::integer[], %(run_ats)b::timestamptz[], %(timeouts)b::float8[],
+        %(retentions)b::bigint[], %(keys)b::text[], %(created_ats)b::timestamptz[]
     ) AS n (
         id, tenant_id, app_id, seq, kind, name, status, priority, input, labels, parent_id,
         max_attempts, run_at, timeout_s, retention_s, idempotency_key, created_at
@@ -112,6 +114,25 @@ WITH counters AS (
 SELECT (SELECT count(*) FROM inserted) AS inserted,
        (SELECT count(*) FROM counters) AS counters,
        (SELECT count(*) FROM wake) AS woken;
+
+-- name: tenants_set_next_seq
+UPDATE tenants t
+SET next_seq = v.next_seq
+FROM unnest(%(ids)b::text[], %(next_seqs)b::bigint[]) AS v (id, next_seq)
+WHERE t.id = v.id;
+
+-- name: jobs_copy
+-- Large batches without idempotency keys; postgres.py's _COPY_TYPES lists the
+-- columns' types in this order.
+COPY jobs (
+    id, tenant_id, app_id, seq, kind, name, status, priority, input, labels, parent_id,
+    attempt, max_attempts, run_at, timeout_s, retention_s, idempotency_key,
+    created_at, updated_at
+) FROM STDIN (FORMAT BINARY);
+
+-- name: notify
+-- Wakes the schema's idle workers once the transaction commits.
+SELECT pg_notify(%(channel)s, '');
 
 -- name: job_get
 WITH clock AS (SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now)
@@ -176,7 +197,7 @@ SELECT a.job_id, a.attempt, a.status, a.error, a.started_at, a.ended_at, a.worke
 FROM job_attempts a
 JOIN jobs j ON j.id = a.job_id
 WHERE j.tenant_id = %(tenant_id)s AND a.job_id = %(job_id)s
-ORDER BY a.n;
+ORDER BY a.attempt, a.n;
 
 
 
@@ -198,20 +219,22 @@ WITH clock AS (
         SELECT j.id, j.priority, j.run_at
         FROM jobs j
         WHERE j.tenant_id = t.id AND j.status = 'queued' AND j.run_at <= clock.now
-          AND j.kind = ANY(%(kinds)s::text[])
+          AND j.kind = ANY(%(kinds)b::text[])
         ORDER BY j.priority DESC, j.run_at, j.id
         LIMIT %(limit)s
     ) c
 ), chosen AS (
     SELECT id, pos FROM candidates ORDER BY pos, priority DESC, run_at, id LIMIT %(limit)s
 ), locked AS (
-    SELECT j.id, chosen.pos
+    -- A primary-key lookup of the chosen ids, whatever the (often stale, after
+    -- a bulk insert) statistics say: a status predicate here would tempt the
+    -- planner into walking the whole jobs_queue index. The UPDATE below
+    -- re-checks the status on the locked row version.
+    SELECT j.id
     FROM jobs j
-    JOIN chosen ON chosen.id = j.id
-    CROSS JOIN clock
-    WHERE j.status = 'queued' AND j.run_at <= clock.now
+    WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
     ORDER BY j.id
-    FOR UPDATE OF j SKIP LOCKED
+    FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE jobs j
     SET status = 'running',
@@ -220,9 +243,11 @@ WITH clock AS (
         updated_at = clock.now,
         lease_expires_at = clock.now + %(lease_s)s::float8 * interval '1 second',
         worker_id = %(worker_id)s
-    FROM locked, clock
+    FROM locked
+    JOIN chosen ON chosen.id = locked.id
+    CROSS JOIN clock
     WHERE j.id = locked.id AND j.status = 'queued'
-    RETURNING j.*, locked.pos AS claim_pos
+    RETURNING j.*, chosen.pos AS claim_pos
 )
 SELECT (SELECT count(*) FROM chosen) AS candidates, claimed.*
 FROM (SELECT 1) AS one
@@ -232,7 +257,7 @@ LEFT JOIN claimed ON true;
 WITH clock AS (
     SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now
 ), claims AS (
-    SELECT * FROM unnest(%(ids)s::text[], %(attempts)s::integer[]) AS c (id, attempt)
+    SELECT * FROM unnest(%(ids)b::text[], %(attempts)b::integer[]) AS c (id, attempt)
 ), held AS (
     SELECT j.id
     FROM jobs j
@@ -242,7 +267,8 @@ WITH clock AS (
     FOR UPDATE OF j
 ), extended AS (
     UPDATE jobs j
-    SET lease_expires_at = clock.now + %(lease_s)s::float8 * interval '1 second'
+    SET lease_expires_at = clock.now + %(lease_s)s::float8 * interval '1 second',
+        updated_at = clock.now
     FROM held, clock
     WHERE j.id = held.id AND j.status IN ('running', 'canceling')
     RETURNING j.id, j.attempt, j.status
@@ -255,8 +281,8 @@ LEFT JOIN extended ON extended.id = c.id AND extended.attempt = c.attempt;
 -- Counters and progress are absolute values; NULL keeps the stored value.
 WITH updates AS (
     SELECT *
-    FROM unnest(%(ids)s::text[], %(attempts)s::integer[], %(stats)s::text[],
-                %(progress)s::text[]) AS u (id, attempt, stats, progress)
+    FROM unnest(%(ids)b::text[], %(attempts)b::integer[], %(stats)b::text[],
+                %(progress)b::text[]) AS u (id, attempt, stats, progress)
 ), held AS (
     SELECT j.id
     FROM jobs j
@@ -282,16 +308,16 @@ WITH clock AS (
     SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now
 ), reports AS (
     SELECT *
-    FROM unnest(%(ids)s::text[], %(attempts)s::integer[], %(outcomes)s::text[],
-                %(results)s::text[], %(errors)s::text[], %(retry_ats)s::timestamptz[],
-                %(stats)s::text[], %(progress)s::text[])
+    FROM unnest(%(ids)b::text[], %(attempts)b::integer[], %(outcomes)b::text[],
+                %(results)b::text[], %(errors)b::text[], %(retry_ats)b::timestamptz[],
+                %(stats)b::text[], %(progress)b::text[])
         AS r (id, attempt, outcome, result, error, retry_at, stats, progress)
 ), held AS (
     SELECT j.id, j.started_at, j.worker_id,
            CASE
                WHEN r.outcome IN ('succeeded', 'failed', 'canceled') THEN r.outcome
-               -- a job asked to cancel is not retried
-               WHEN r.outcome = 'retry' AND j.status = 'canceling' THEN 'canceled'
+               -- a job asked to cancel is not run again
+               WHEN j.status = 'canceling' THEN 'canceled'
                ELSE 'queued'
            END AS target
     FROM jobs j
@@ -337,10 +363,13 @@ WITH clock AS (
     INSERT INTO job_attempts (job_id, attempt, status, error, started_at, ended_at, worker_id)
     SELECT r.id, r.attempt, 'refused',
            jsonb_build_object(
-               'code', 'completion_refused',
-               'message', format('attempt %%s reported %%s after it had lost its claim on the job;'
-                                 ' the report was ignored', r.attempt, r.outcome),
-               'reported_error', r.error::jsonb),
+               'code', 'refused',
+               'message', format('late %%s result of attempt %%s refused:'
+                                 ' the attempt had lost its lease', r.outcome, r.attempt))
+           || CASE
+                  WHEN r.error IS NULL THEN '{}'::jsonb
+                  ELSE jsonb_build_object('reported_error', r.error::jsonb)
+              END,
            NULL, clock.now, NULL
     FROM reports r
     JOIN jobs j ON j.id = r.id
@@ -447,7 +476,7 @@ WITH clock AS (
 ), target AS (
     SELECT j.id, j.status AS was, j.attempt, j.error, j.started_at, j.finished_at, j.worker_id
     FROM jobs j
-    WHERE j.tenant_id = %(tenant_id)s AND j.id = %(id)s AND j.status = ANY(%(sources)s::text[])
+    WHERE j.tenant_id = %(tenant_id)s AND j.id = %(id)s AND j.status = ANY(%(sources)b::text[])
       AND (%(target)s::text <> 'canceling' OR j.status = 'running')
     FOR UPDATE
 ), changed AS (
@@ -547,10 +576,10 @@ SELECT e.id, e.tenant_id, e.job_id, e.attempt, e.code, e.message, e.source,
        e.record::jsonb, e.retry_data::jsonb, e.resolved, e.retried,
        COALESCE(e.created_at, clock.now)
 FROM unnest(
-    %(ids)s::text[], %(tenant_ids)s::text[], %(job_ids)s::text[], %(attempts)s::integer[],
-    %(codes)s::text[], %(messages)s::text[], %(sources)s::text[], %(records)s::text[],
-    %(retry_data)s::text[], %(resolved)s::boolean[], %(retried)s::boolean[],
-    %(created_ats)s::timestamptz[]
+    %(ids)b::text[], %(tenant_ids)b::text[], %(job_ids)b::text[], %(attempts)b::integer[],
+    %(codes)b::text[], %(messages)b::text[], %(sources)b::text[], %(records)b::text[],
+    %(retry_data)b::text[], %(resolved)b::boolean[], %(retried)b::boolean[],
+    %(created_ats)b::timestamptz[]
 ) AS e (
     id, tenant_id, job_id, attempt, code, message, source, record, retry_data,
     resolved, retried, created_at
