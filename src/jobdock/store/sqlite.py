@@ -143,7 +143,9 @@ class SQLiteStore(Store):
         return datetime.now(UTC)
 
     def _now(self, now: datetime | None) -> float:
-        return time.time() if now is None else now.timestamp()
+        # Whole microseconds, as datetimes hold them: a time read back from a job
+        # then compares equal to the one stored (time.time() has finer digits).
+        return round(time.time() if now is None else now.timestamp(), 6)
 
     # -- lifecycle ---------------------------------------------------------
     def migrate(self) -> list[int]:
