@@ -111,6 +111,25 @@ def pg_scalar(sql: str, url: str = PG_URL) -> Any:
         return row[0] if row else None
 
 
+class PgCount:
+    """`SELECT count(*) …` on one kept connection: polling must not fork a backend each time."""
+
+    def __init__(self, sql: str, url: str = PG_URL) -> None:
+        self.sql = sql
+        self.url = url
+        self.conn: Any = None
+
+    def __call__(self) -> int:
+        if self.conn is None:
+            self.conn = pg_connect(self.url)
+        return int(self.conn.execute(self.sql).fetchone()[0])
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
 def pg_version() -> str:
     return str(pg_scalar("SHOW server_version"))
 
@@ -196,6 +215,7 @@ class RssSampler(threading.Thread):
         self.roots = list(pids)
         self.interval_s = interval_s
         self.peaks: dict[int, int] = {}  # pid -> kB
+        self.cpu: dict[int, float] = {}  # pid -> user + system seconds, last seen
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -211,6 +231,9 @@ class RssSampler(threading.Thread):
                     kb = _vm_hwm_kb(pid)
                     if kb:
                         self.peaks[pid] = max(self.peaks.get(pid, 0), kb)
+                    cpu = _cpu_s(pid)
+                    if cpu is not None:
+                        self.cpu[pid] = cpu
             self._halt.wait(self.interval_s)
 
     def stop(self) -> None:
@@ -220,6 +243,60 @@ class RssSampler(threading.Thread):
     @property
     def peak_mb(self) -> float:
         return max(self.peaks.values(), default=0) / 1024
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds of all the workers' processes (to the last sample)."""
+        return sum(self.cpu.values())
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime + stime
+
+
+class PostgresCpu(threading.Thread):
+    """CPU seconds used by the local PostgreSQL server's processes while it runs.
+
+    Samples every process named `postgres` (any client's: the machine is shared)
+    every 50 ms, so backends that exit in between still count up to their last
+    sample.
+    """
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.interval_s = interval_s
+        self.base: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self._halt = threading.Event()
+        self._sample(self.base)
+
+    def _sample(self, into: dict[int, float]) -> None:
+        import psutil
+
+        for p in psutil.process_iter(["name"]):
+            if p.info["name"] == "postgres":
+                cpu = _cpu_s(p.pid)
+                if cpu is not None:
+                    into[p.pid] = cpu
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self._sample(self.last)
+            self._halt.wait(self.interval_s)
+
+    def stop(self) -> float:
+        self._halt.set()
+        self.join(2.0)
+        self._sample(self.last)
+        return sum(cpu - self.base.get(pid, 0.0) for pid, cpu in self.last.items())
 
 
 def _vm_hwm_kb(pid: int) -> int:

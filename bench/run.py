@@ -1,0 +1,274 @@
+"""Run every benchmark in one go and print the comparison as a markdown table.
+
+    bash bench/setup.sh                       # once: the bench venv
+    .bench-venv/bin/python -m bench.run       # ~6-8 minutes on the 2-core machine
+    .bench-venv/bin/python -m bench.run --quick            # small sizes, a smoke test
+    .bench-venv/bin/python -m bench.run --skip peers       # reuse bench/out/peers.json
+
+Steps (each a process of its own, results as JSON in bench/out/): peers
+(Procrastinate, PgQueuer), jobdock (SQLite, PostgreSQL), limits (pgbench,
+SQLite commits), profile (py-spy of one jobdock worker draining). The table
+goes to stdout and to bench/out/report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from bench import common as c
+
+STEPS = {
+    "peers": ["bench.peers"],
+    "jobdock": ["bench.jobdock_bench"],
+    "limits": ["bench.limits"],
+    "profile": ["bench.profile"],
+}
+QUICK = {
+    "BENCH_N_BULK": "2000",
+    "BENCH_N_ONE": "200",
+    "BENCH_N_DRAIN": "2000",
+    "BENCH_N_LATENCY": "20",
+    "BENCH_PGBENCH_S": "2",
+}
+COLUMNS = [
+    ("jobdock", "SQLite"),
+    ("jobdock", "PostgreSQL"),
+    ("Procrastinate", "PostgreSQL"),
+    ("PgQueuer", "PostgreSQL"),
+]
+
+
+def machine() -> dict[str, str]:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem_kb = next((int(ln.split()[1]) for ln in meminfo if ln.startswith("MemTotal:")), 0)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=c.ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    versions = {}
+    for name in ("procrastinate", "pgqueuer", "psycopg", "asyncpg"):
+        try:
+            versions[name] = version(name)
+        except Exception:
+            versions[name] = "-"
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "ram": f"{mem_kb / 1024 / 1024:.1f} GiB",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgresql": c.pg_version(),
+        "sqlite": __import__("sqlite3").sqlite_version,
+        "jobdock commit": commit,
+        **versions,
+    }
+
+
+def load(name: str) -> Any:
+    path = c.OUT / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def fmt(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value != value:
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def table() -> str:
+    results = (load("peers") or []) + (load("jobdock") or [])
+    by = {(r["system"], r["backend"]): r for r in results}
+    cols = [by.get(k) for k in COLUMNS]
+
+    def lat(r: dict[str, Any] | None, *path: str) -> Any:
+        v: Any = r and r["details"].get("latency")
+        for p in path:
+            v = v and v.get(p)
+        return v
+
+    def drain(r: dict[str, Any] | None, n: int, key: str) -> Any:
+        d = r and r["details"].get(f"drain_{n}")
+        return d and d.get(key)
+
+    rows: list[tuple[str, list[str], str]] = [
+        (
+            f"bulk enqueue {c.N_BULK:,} (jobs/s)",
+            [fmt(r and r["bulk_enqueue_per_s"]) for r in cols],
+            "≥ 50,000",
+        ),
+        (
+            f"one-by-one enqueue {c.N_ONE:,} (jobs/s)",
+            [fmt(r and r["one_enqueue_per_s"]) for r in cols],
+            "",
+        ),
+        (
+            f"drain {c.N_DRAIN:,}, 1 worker process (jobs/s)",
+            [fmt(r and r["drain_1_per_s"]) for r in cols],
+            "",
+        ),
+        (
+            f"drain {c.N_DRAIN:,}, 2 worker processes (jobs/s)",
+            [fmt(r and r["drain_2_per_s"]) for r in cols],
+            "≥ 20,000 SQLite, ≥ 15,000 PG",
+        ),
+        (
+            "… the same, from the first job done (jobs/s)",
+            [fmt(r and r["drain_2_steady_per_s"]) for r in cols],
+            "",
+        ),
+        (
+            "drain x2: worker start-up to first job done (s)",
+            [fmt(drain(r, 2, "startup_s"), 2) for r in cols],
+            "",
+        ),
+        (
+            "drain x2: CPU s of workers / of PostgreSQL / wall s",
+            [
+                f"{fmt(drain(r, 2, 'worker_cpu_s'), 1)} / {fmt(drain(r, 2, 'postgres_cpu_s'), 1)}"
+                f" / {fmt(drain(r, 2, 'wall_s'), 1)}"
+                if r
+                else "-"
+                for r in cols
+            ],
+            "",
+        ),
+        (
+            "idle pick-up p50 (ms, from the enqueue call)",
+            [fmt(r and r["latency_p50_ms"], 1) for r in cols],
+            "",
+        ),
+        (
+            "idle pick-up p99 (ms, from the enqueue call)",
+            [fmt(r and r["latency_p99_ms"], 1) for r in cols],
+            "≤ 3 PG",
+        ),
+        (
+            "idle pick-up p50 / p99 (ms, from the commit)",
+            [
+                f"{fmt(lat(r, 'from_commit', 'p50'), 1)} / {fmt(lat(r, 'from_commit', 'p99'), 1)}"
+                for r in cols
+            ],
+            "",
+        ),
+        (
+            "enqueue call alone p50 / p99 (ms)",
+            [
+                f"{fmt(lat(r, 'enqueue_call', 'p50'), 1)} / {fmt(lat(r, 'enqueue_call', 'p99'), 1)}"
+                for r in cols
+            ],
+            "",
+        ),
+        ("peak worker RSS (MB)", [fmt(r and r["rss_peak_mb"]) for r in cols], "≤ 60"),
+    ]
+    head = ["workload", *(f"{s} ({b})" if s == "jobdock" else s for s, b in COLUMNS), "target"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, values, target in rows:
+        lines.append("| " + " | ".join([label, *values, target]) + " |")
+    return "\n".join(lines)
+
+
+def limits_table() -> str:
+    lim = load("limits")
+    if not lim:
+        return ""
+    pg = lim["pgbench"]
+    rows = [
+        ("pgbench -N (simple-update), -c 2 -j 2", pg["simple_update_N"]),
+        ("pgbench one-statement UPDATE per transaction, -c 2 -j 2", pg["one_update"]),
+        ("pgbench -S (select only), -c 2 -j 2", pg["select_only_S"]),
+    ]
+    lines = ["| limit | transactions/s | latency (ms) |", "|---|---|---|"]
+    for label, r in rows:
+        lines.append(f"| {label} | {fmt(r['tps'])} | {fmt(r['latency_ms'], 2)} |")
+    lines.append(
+        f"| SQLite one-row UPDATE per transaction (WAL, synchronous=NORMAL), 1 connection"
+        f" | {fmt(lim['sqlite']['one_update_tps'])} | |"
+    )
+    return "\n".join(lines)
+
+
+def profile_text() -> str:
+    prof = load("profile")
+    if not prof:
+        return ""
+    out = []
+    for s in prof:
+        out.append(
+            f"### {s['backend']}: one worker, {s['done']:,} jobs in {s['wall_s']:.1f} s under"
+            f" py-spy, {s['samples']} GIL samples at {s['rate_hz']} Hz"
+        )
+        for section, title in (
+            ("threads", "by thread"),
+            ("inclusive", "inclusive"),
+            ("self", "self"),
+        ):
+            out.append(f"\n{title}:\n")
+            out.extend(f"    {v:5.1f}%  {k}" for k, v in s[section][:12])
+        out.append("")
+    return "\n".join(out)
+
+
+def report() -> str:
+    m = machine()
+    info = "\n".join(f"- {k}: {v}" for k, v in m.items())
+    parts = [
+        "# jobdock benchmark\n",
+        info,
+        f"\nSizes: bulk {c.N_BULK:,}, one-by-one {c.N_ONE:,}, drain {c.N_DRAIN:,},"
+        f" {c.N_LATENCY} latency probes; {c.CONCURRENCY} concurrent jobs per worker process.\n",
+        table(),
+        "\n## Limits of this machine\n",
+        limits_table(),
+        "\n## Profile\n",
+        profile_text(),
+    ]
+    return "\n".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
+    parser.add_argument("--skip", action="append", default=[], choices=list(STEPS))
+    parser.add_argument("--report-only", action="store_true", help="only print the table")
+    args = parser.parse_args()
+    if args.quick:
+        os.environ.update(QUICK)
+        # The sizes in bench.common were read at import: read them again.
+        for k, v in QUICK.items():
+            attr = k.removeprefix("BENCH_")
+            if hasattr(c, attr):
+                setattr(c, attr, int(v))
+    c.ensure_bench_db()
+    if not args.report_only:
+        for step, module in STEPS.items():
+            if step in args.skip:
+                continue
+            c.log(f"== {step}")
+            (c.OUT / f"{step}.json").unlink(missing_ok=True)  # never report a stale figure
+            t0 = time.perf_counter()
+            code = subprocess.run(
+                [sys.executable, "-m", *module], cwd=c.ROOT, stdout=sys.stderr
+            ).returncode
+            c.log(f"== {step}: exit {code} in {time.perf_counter() - t0:.0f}s")
+            if code != 0:
+                c.log(f"{step} failed; its figures are missing from the table")
+    text = report()
+    (c.OUT / "report.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
