@@ -475,10 +475,12 @@ WITH clock AS (
     SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now
 ), target AS (
     SELECT j.id, j.status AS was, j.attempt, j.error, j.started_at, j.finished_at, j.worker_id
-    FROM jobs j
+    FROM jobs j, clock
     WHERE j.tenant_id = %(tenant_id)s AND j.id = %(id)s AND j.status = ANY(%(sources)b::text[])
       AND (%(target)s::text <> 'canceling' OR j.status = 'running')
-    FOR UPDATE
+      -- an expired job is gone for its users, even before it is purged
+      AND (j.expires_at IS NULL OR j.expires_at > clock.now)
+    FOR UPDATE OF j
 ), changed AS (
     UPDATE jobs j
     SET status = %(target)s::text,
