@@ -13,6 +13,7 @@ atomic open `conn.transaction()` explicitly. Driver errors are translated into
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -81,6 +82,7 @@ _COPY_TYPES = [
     "text", "text", "text", "int8", "text", "text", "text", "int4", "jsonb", "jsonb",
     "text", "int4", "int4", "timestamptz", "float8", "int8", "text", "timestamptz", "timestamptz",
 ]  # fmt: skip
+_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 # One encoder for every JSON value sent (json.dumps with options builds a new one per call).
 _ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
@@ -177,7 +179,8 @@ class PostgresStore(Store):
     def now(self) -> datetime:
         row = self._one(_Q["now"])
         assert row is not None
-        return _utc(row["now"])
+        now: datetime = row["now"]
+        return now
 
     # -- tenants -------------------------------------------------------------
     def tenant_create(self, tenant_id: str, retention_s: int | None = None) -> Tenant:
@@ -314,9 +317,9 @@ class PostgresStore(Store):
             params.extend(values)
 
         add("tenant", query.tenant_id)
-        if query.kinds is not None:
+        if query.kinds:  # an empty list filters nothing, as on SQLite
             add("kinds", list(query.kinds))
-        if query.statuses is not None:
+        if query.statuses:
             add("statuses", [str(s) for s in query.statuses])
         if query.parent_id is not None:
             add("parent", query.parent_id)
@@ -346,18 +349,7 @@ class PostgresStore(Store):
     def job_attempts(self, tenant_id: str, job_id: str) -> list[Attempt]:
         with self._conn() as conn:
             rows = self._rows(conn, _Q["job_attempts"], {"tenant_id": tenant_id, "job_id": job_id})
-        return [
-            Attempt(
-                job_id=r["job_id"],
-                attempt=r["attempt"],
-                status=r["status"],
-                error=r["error"],
-                started_at=_utc_or_none(r["started_at"]),
-                ended_at=_utc_or_none(r["ended_at"]),
-                worker_id=r["worker_id"],
-            )
-            for r in rows
-        ]
+        return [Attempt(**r) for r in rows]
 
     # -- jobs: the queue ---------------------------------------------------
     def job_claim_many(
@@ -460,7 +452,7 @@ class PostgresStore(Store):
                     "outcomes": [str(Outcome(c.outcome)) for c in batch],
                     "results": [_dumps_or_none(c.result) for c in batch],
                     "errors": [_dumps_or_none(c.error) for c in batch],
-                    "retry_ats": [c.retry_at for c in batch],
+                    "retry_ats": [_utc_or_none(c.retry_at) for c in batch],
                     "stats": [_dumps_or_none(c.stats) for c in batch],
                     "progress": [_dumps_or_none(c.progress) for c in batch],
                     "now": now,
@@ -569,23 +561,7 @@ class PostgresStore(Store):
         params = {"tenant_id": tenant_id, "job_id": job_id, "after_id": after_id, "limit": limit}
         with self._conn() as conn:
             rows = self._rows(conn, _Q["job_errors_list"], params)
-        return [
-            JobErrorRecord(
-                id=r["id"],
-                tenant_id=r["tenant_id"],
-                job_id=r["job_id"],
-                attempt=r["attempt"],
-                message=r["message"],
-                code=r["code"],
-                source=r["source"],
-                record=r["record"],
-                retry_data=r["retry_data"],
-                resolved=r["resolved"],
-                retried=r["retried"],
-                created_at=_utc(r["created_at"]),
-            )
-            for r in rows
-        ]
+        return [JobErrorRecord(**r) for r in rows]
 
     def artifact_put(self, artifact: Artifact) -> None:
         params = {
@@ -604,19 +580,7 @@ class PostgresStore(Store):
     def artifact_list(self, tenant_id: str, job_id: str) -> list[Artifact]:
         with self._conn() as conn:
             rows = self._rows(conn, _Q["artifact_list"], {"tenant_id": tenant_id, "job_id": job_id})
-        return [
-            Artifact(
-                tenant_id=r["tenant_id"],
-                job_id=r["job_id"],
-                name=r["name"],
-                blob_key=r["blob_key"],
-                size=int(r["size"]),
-                sha256=r["sha256"],
-                content_type=r["content_type"],
-                created_at=_utc(r["created_at"]),
-            )
-            for r in rows
-        ]
+        return [Artifact(**r) for r in rows]
 
     # -- coordination ------------------------------------------------------
     def maintenance_lock(self) -> AbstractContextManager[bool]:
@@ -787,6 +751,8 @@ def _json_equal(a: Any, b: Any) -> bool:
 
 
 def _utc(value: datetime) -> datetime:
+    """Times sent are made timezone-aware (naive ones are taken as UTC); times read
+    back are UTC already, as every session runs with TimeZone UTC."""
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
@@ -797,40 +763,17 @@ def _utc_or_none(value: datetime | None) -> datetime | None:
 
 
 def _tenant(row: Row) -> Tenant:
-    return Tenant(id=row["id"], created_at=_utc(row["created_at"]), retention_s=row["retention_s"])
+    return Tenant(**row)
 
 
 def _job(row: Row) -> Job:
-    return Job(
-        id=row["id"],
-        tenant_id=row["tenant_id"],
-        kind=row["kind"],
-        status=JobStatus(row["status"]),
-        input=row["input"],
-        seq=int(row["seq"]),
-        app_id=row["app_id"],
-        name=row["name"],
-        priority=row["priority"],
-        result=row["result"],
-        error=row["error"],
-        stats=row["stats"] or {},
-        progress=row["progress"] or {},
-        labels=row["labels"] or {},
-        parent_id=row["parent_id"],
-        attempt=row["attempt"],
-        max_attempts=row["max_attempts"],
-        run_at=_utc_or_none(row["run_at"]),
-        timeout_s=row["timeout_s"],
-        retention_s=row["retention_s"],
-        idempotency_key=row["idempotency_key"],
-        created_at=_utc_or_none(row["created_at"]),
-        started_at=_utc_or_none(row["started_at"]),
-        finished_at=_utc_or_none(row["finished_at"]),
-        updated_at=_utc_or_none(row["updated_at"]),
-        expires_at=_utc_or_none(row["expires_at"]),
-        lease_expires_at=_utc_or_none(row["lease_expires_at"]),
-        worker_id=row["worker_id"],
-    )
+    """A job from a `jobs` row (its columns are named as Job's fields)."""
+    job = Job(**{name: row[name] for name in _JOB_FIELDS})
+    job.status = JobStatus(job.status)
+    job.stats = job.stats or {}
+    job.progress = job.progress or {}
+    job.labels = job.labels or {}
+    return job
 
 
 def _job_from_new(nj: NewJob, seq: int) -> Job:

@@ -57,9 +57,11 @@ INSERT INTO tenants (id, retention_s) VALUES (%(id)s, %(retention_s)s)
 RETURNING id, created_at, retention_s;
 
 -- name: tenant_get
+-- Columns named as the model's fields: rows become dataclasses as they are.
 SELECT id, created_at, retention_s FROM tenants WHERE id = %(id)s;
 
 -- name: tenant_list
+-- Columns named as the model's fields: rows become dataclasses as they are.
 SELECT id, created_at, retention_s FROM tenants ORDER BY id;
 
 -- name: tenants_lock
@@ -193,6 +195,7 @@ COALESCE(CASE WHEN jsonb_typeof(j.stats -> %s::text) = 'number'
 j.id < %s
 
 -- name: job_attempts
+-- Columns named as the model's fields: rows become dataclasses as they are.
 SELECT a.job_id, a.attempt, a.status, a.error, a.started_at, a.ended_at, a.worker_id
 FROM job_attempts a
 JOIN jobs j ON j.id = a.job_id
@@ -589,6 +592,7 @@ FROM unnest(
 CROSS JOIN clock;
 
 -- name: job_errors_list
+-- Columns named as the model's fields: rows become dataclasses as they are.
 SELECT id, tenant_id, job_id, attempt, code, message, source, record, retry_data,
        resolved, retried, created_at
 FROM job_errors
@@ -610,6 +614,7 @@ SET tenant_id = EXCLUDED.tenant_id,
     created_at = EXCLUDED.created_at;
 
 -- name: artifact_list
+-- Columns named as the model's fields: rows become dataclasses as they are.
 SELECT tenant_id, job_id, name, blob_key, size, sha256, content_type, created_at
 FROM artifacts
 WHERE tenant_id = %(tenant_id)s AND job_id = %(job_id)s
