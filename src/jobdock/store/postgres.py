@@ -98,7 +98,9 @@ class PostgresStore(Store):
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             url,
             min_size=1,
-            max_size=max(1, pool_max),
+            # maintenance_lock() keeps one connection for its whole block while
+            # the maintenance inside it needs another.
+            max_size=max(2, pool_max),
             kwargs={"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S},
             configure=_configure,
             # Connections broken by a server restart are replaced, not handed out.
