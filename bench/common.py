@@ -263,26 +263,42 @@ def _cpu_s(pid: int) -> float | None:
 
 
 class PostgresCpu(threading.Thread):
-    """CPU seconds used by the local PostgreSQL server's processes while it runs.
+    """CPU seconds used by the local PostgreSQL server for the bench database.
 
-    Samples every process named `postgres` (any client's: the machine is shared)
-    every 50 ms, so backends that exit in between still count up to their last
-    sample.
+    Samples the server's background processes (WAL writer, checkpointer, …) and
+    the backends connected to the bench database, leaving out the backends of
+    other databases (the test suites running beside us), every 50 ms, so that
+    backends that exit in between still count up to their last sample.
     """
 
     def __init__(self, interval_s: float = 0.05) -> None:
         super().__init__(daemon=True)
         self.interval_s = interval_s
+        self.dbname = PG_URL.rpartition("/")[2].split("?")[0]
         self.base: dict[int, float] = {}
         self.last: dict[int, float] = {}
+        self._ours: dict[int, bool] = {}
         self._halt = threading.Event()
         self._sample(self.base)
+
+    def _counts(self, pid: int) -> bool:
+        if pid not in self._ours:
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                return False
+            # "postgres: 15/main: postgres bench 127.0.0.1(5432) idle" for a backend,
+            # "postgres: 15/main: walwriter" for a background process.
+            words = title.replace("\0", " ").split(": ")[-1].split()
+            backend = len(words) >= 3 and ("(" in words[2] or words[2] == "[local]")
+            self._ours[pid] = not backend or words[1] == self.dbname
+        return self._ours[pid]
 
     def _sample(self, into: dict[int, float]) -> None:
         import psutil
 
         for p in psutil.process_iter(["name"]):
-            if p.info["name"] == "postgres":
+            if p.info["name"] == "postgres" and self._counts(p.pid):
                 cpu = _cpu_s(p.pid)
                 if cpu is not None:
                     into[p.pid] = cpu

@@ -70,6 +70,16 @@ async def measure(queue: Queue) -> Result:
     r.one_enqueue_per_s = c.N_ONE / (time.perf_counter() - t0)
     log(f"{label}: one-by-one enqueue {r.one_enqueue_per_s:,.0f}/s")
 
+    # Start-up cost apart: one worker on an empty queue, started and gone.
+    await queue.reset()
+    t0 = time.perf_counter()
+    workers = c.Workers([queue.worker_cmd(burst=True)], queue.env, f"{label}.empty")
+    exited = workers.wait(60)
+    wall = time.perf_counter() - t0
+    workers.stop()
+    r.details["empty_run"] = {"wall_s": wall, "cpu_s": workers.sampler.cpu_s, "exited": exited}
+    log(f"{label}: empty burst run {wall:.2f}s wall, {workers.sampler.cpu_s:.2f}s CPU")
+
     # (c) drain with 1 and 2 worker processes.
     for nproc in (1, 2):
         await queue.reset()
