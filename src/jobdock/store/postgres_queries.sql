@@ -25,7 +25,6 @@ SELECT clock_timestamp() AS now;
 SELECT 1 AS ok;
 
 
-
 -- name: migration_lock
 -- Serialises migrators of one schema until their transaction ends.
 SELECT pg_advisory_xact_lock(%(key)s);
@@ -43,13 +42,11 @@ SELECT version FROM schema_migrations ORDER BY version;
 INSERT INTO schema_migrations (version) VALUES (%(version)s);
 
 
-
 -- name: advisory_try_lock
 SELECT pg_try_advisory_lock(%(key)s) AS locked;
 
 -- name: advisory_unlock
 SELECT pg_advisory_unlock(%(key)s) AS unlocked;
-
 
 
 -- name: tenant_create
@@ -69,7 +66,6 @@ SELECT id, created_at, retention_s FROM tenants ORDER BY id;
 -- serialises a tenant's inserts, which makes `seq` gapless and lets the
 -- idempotency check below see every committed key.
 SELECT id, next_seq FROM tenants WHERE id = ANY(%(ids)b::text[]) ORDER BY id FOR UPDATE;
-
 
 
 -- name: jobs_by_idempotency_key
@@ -203,7 +199,6 @@ WHERE j.tenant_id = %(tenant_id)s AND a.job_id = %(job_id)s
 ORDER BY a.attempt, a.n;
 
 
-
 -- name: job_claim_many
 -- Fair round robin: each tenant offers its best `limit` due jobs (a walk of
 -- the jobs_queue index per tenant), ranked 1, 2, 3…; the batch takes every
@@ -282,7 +277,9 @@ LEFT JOIN extended ON extended.id = c.id AND extended.attempt = c.attempt;
 
 -- name: job_progress_many
 -- Counters and progress are absolute values; NULL keeps the stored value.
-WITH updates AS (
+WITH clock AS (
+    SELECT clock_timestamp() AS now
+), updates AS (
     SELECT *
     FROM unnest(%(ids)b::text[], %(attempts)b::integer[], %(stats)b::text[],
                 %(progress)b::text[]) AS u (id, attempt, stats, progress)
@@ -297,9 +294,10 @@ WITH updates AS (
 UPDATE jobs j
 SET stats = COALESCE(u.stats::jsonb, j.stats),
     progress = COALESCE(u.progress::jsonb, j.progress),
-    updated_at = clock_timestamp()
+    updated_at = clock.now
 FROM held
 JOIN updates u ON u.id = held.id
+CROSS JOIN clock
 WHERE j.id = held.id AND j.attempt = u.attempt AND j.status IN ('running', 'canceling');
 
 -- name: job_complete_many
@@ -468,7 +466,6 @@ WITH clock AS (
 SELECT (SELECT count(*) FROM promoted) AS promoted, (SELECT count(*) FROM wake) AS woken;
 
 
-
 -- name: job_set_status
 -- A guarded move of one job. %(terminal)s: the target ends the job;
 -- %(requeue)s: the target is queued (from a finished job this is a manual
@@ -568,7 +565,6 @@ WITH clock AS (
     DELETE FROM jobs WHERE id IN (SELECT id FROM doomed) RETURNING tenant_id, id
 )
 SELECT tenant_id, id FROM jobs_gone ORDER BY id;
-
 
 
 -- name: job_errors_insert_many
