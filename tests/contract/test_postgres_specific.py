@@ -37,8 +37,14 @@ def _new(tenant: str = "default", at: datetime | None = None, **fields: Any) -> 
 
 
 def _terminate(pid: int) -> None:
+    """Kill a server process and wait until it is gone (and its locks with it):
+    pg_terminate_backend only sends the signal."""
     with psycopg.connect(PG_URL, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        deadline = time.monotonic() + 10
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone():
+            assert time.monotonic() < deadline, f"server process {pid} did not exit"
+            time.sleep(0.01)
 
 
 @pytest.fixture
