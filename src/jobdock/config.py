@@ -15,7 +15,13 @@ class Settings(BaseSettings):
         "sqlite:///.jobdock/jobdock.db",
         description="sqlite:///path/to/file.db or postgresql://user@host:port/db",
     )
-    blob_url: str = Field("file://.jobdock/blobs", description="file://dir (S3 comes later)")
+    blob_url: str = Field("file://.jobdock/blobs", description="file://dir or s3://bucket/prefix")
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint for MinIO, moto and other S3-compatible stores; when"
+        " unset, boto3 uses AWS_ENDPOINT_URL or AWS. Credentials and region come from boto3's"
+        " own settings (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, ...)")
+    s3_addressing_style: str = Field("auto", pattern="^(auto|path|virtual)$",
+                                     description="path for most S3-compatible stores")
     retention_s: int = Field(DEFAULT_RETENTION_S, ge=0, description="keep finished jobs this long")
     lease_s: float = Field(30.0, gt=0, description="a claimed job is rescued this long after"
                            " its worker's last heartbeat")

@@ -1,4 +1,8 @@
-"""Blobs as files in a directory; writes go to a temporary file, then rename."""
+"""Blobs as files in a directory; writes go to a temporary file, then rename.
+
+The directory cannot sign URLs: `presigned_url()` returns None and the HTTP layer
+serves these blobs through tokens from `jobdock.blobs.signing`.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from jobdock.blobs.base import BlobInfo, BlobStore
-
-CHUNK = 1 << 20
+from jobdock.blobs.base import BlobInfo, BlobStore, check_key, iter_chunks
 
 
 class LocalBlobStore(BlobStore):
@@ -21,7 +23,8 @@ class LocalBlobStore(BlobStore):
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
+        path = (self.root / check_key(key)).resolve()
+        # check_key refuses '..' and absolute keys; this catches a symlink placed inside.
         if self.root not in path.parents:
             raise ValueError(f"blob key {key!r} escapes the blob directory")
         return path
@@ -34,7 +37,7 @@ class LocalBlobStore(BlobStore):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
         try:
             with os.fdopen(fd, "wb") as out:
-                for chunk in _chunks(data):
+                for chunk in iter_chunks(data):
                     digest.update(chunk)
                     size += len(chunk)
                     out.write(chunk)
@@ -58,12 +61,8 @@ class LocalBlobStore(BlobStore):
         shutil.rmtree(folder, ignore_errors=True)
         return count
 
-
-def _chunks(data: bytes | BinaryIO | Iterable[bytes]) -> Iterable[bytes]:
-    if isinstance(data, bytes | bytearray | memoryview):
-        yield bytes(data)
-    elif hasattr(data, "read"):
-        while chunk := data.read(CHUNK):
-            yield chunk
-    else:
-        yield from data
+    def presigned_url(
+        self, key: str, expires_in_s: int, filename: str | None = None
+    ) -> str | None:
+        check_key(key)
+        return None
