@@ -22,6 +22,9 @@ class Settings(BaseSettings):
         " own settings (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, ...)")
     s3_addressing_style: str = Field("auto", pattern="^(auto|path|virtual)$",
                                      description="path for most S3-compatible stores")
+    secret_key: str | None = Field(
+        None, repr=False, min_length=16, description="signs blob download tokens; give every"
+        " API process the same value. Unset: a random key kept in the data directory")
     retention_s: int = Field(DEFAULT_RETENTION_S, ge=0, description="keep finished jobs this long")
     lease_s: float = Field(30.0, gt=0, description="a claimed job is rescued this long after"
                            " its worker's last heartbeat")
