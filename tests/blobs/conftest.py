@@ -44,6 +44,19 @@ class MotoS3:
                            endpoint_url=self.endpoint_url, **options)
 
 
+# On Linux the server also stops when pytest itself is killed, instead of lingering.
+_MOTO_MAIN = """
+import signal, sys
+try:
+    import ctypes
+    ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+from moto.server import main
+main(sys.argv[1:])
+"""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -59,7 +72,7 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-c", _MOTO_MAIN, "-H", "127.0.0.1", "-p", str(port)],
             stdout=out, stderr=subprocess.STDOUT,
         )
     try:
