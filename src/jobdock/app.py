@@ -84,7 +84,8 @@ class App:
                                    synchronous=self.settings.sqlite_synchronous,
                                    pool_max=self.settings.pg_pool_max)
                 self._applied_at_start = store.migrate()
-                engine = Engine(store, open_blobs(self.settings.blob_url), self.settings)
+                blobs = open_blobs(self.settings.blob_url, self.settings)
+                engine = Engine(store, blobs, self.settings)
                 for spec in self.specs.values():
                     engine.register_kind(spec)
                 self._engine = engine
