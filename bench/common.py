@@ -111,18 +111,26 @@ def pg_scalar(sql: str, url: str = PG_URL) -> Any:
         return row[0] if row else None
 
 
-class PgCount:
-    """`SELECT count(*) …` on one kept connection: polling must not fork a backend each time."""
+class PgQuery:
+    """One scalar query on a kept connection: polling must not fork a backend each time."""
 
-    def __init__(self, sql: str, url: str = PG_URL) -> None:
-        self.sql = sql
+    def __init__(self, url: str = PG_URL) -> None:
         self.url = url
         self.conn: Any = None
 
-    def __call__(self) -> int:
-        if self.conn is None:
-            self.conn = pg_connect(self.url)
-        return int(self.conn.execute(self.sql).fetchone()[0])
+    def __call__(self, sql: str) -> int:
+        import psycopg
+
+        for attempt in (1, 2):
+            if self.conn is None or self.conn.closed:
+                self.conn = pg_connect(self.url)
+            try:
+                return int(self.conn.execute(sql).fetchone()[0])
+            except psycopg.OperationalError:
+                self.conn = None  # a server restart by someone else: connect again
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         if self.conn is not None:
@@ -253,6 +261,13 @@ class RssSampler(threading.Thread):
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores, from /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / _CLK_TCK
+
+
 def _cpu_s(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -329,32 +344,30 @@ def _vm_hwm_kb(pid: int) -> int:
 # -- timing ------------------------------------------------------------------
 
 
-def wait_until(
-    count: Callable[[], int],
-    target: int,
+def wait_drained(
+    pending: Callable[[], bool],
+    any_done: Callable[[], bool],
     timeout_s: float,
     alive: Callable[[], bool] = lambda: True,
     interval_s: float = 0.02,
 ) -> tuple[float, float | None]:
-    """Poll `count()` until it reaches `target` (or the workers are all gone).
+    """Poll until no job is left unfinished (or the workers are all gone).
 
-    Returns (time it reached the target, time it first went above zero) as
-    time.perf_counter() values; raises TimeoutError with the last count.
+    Both probes are cheap EXISTS queries, so that polling every 20 ms does not
+    load the database it measures. Returns (time the queue was found drained,
+    time a first job was found done) as time.perf_counter() values.
     """
     deadline = time.perf_counter() + timeout_s
     first: float | None = None
-    last = 0
     while True:
-        last = count()
-        now = time.perf_counter()
-        if last > 0 and first is None:
-            first = now
-        if last >= target:
-            return now, first
-        if now > deadline:
-            raise TimeoutError(f"{last}/{target} done after {timeout_s:.0f}s")
-        if not alive() and count() < target:
-            raise RuntimeError(f"workers exited with {count()}/{target} done (see bench/out/logs)")
+        if first is None and any_done():
+            first = time.perf_counter()
+        if not pending():
+            return time.perf_counter(), first
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"jobs still pending after {timeout_s:.0f}s")
+        if not alive() and pending():
+            raise RuntimeError("workers exited with jobs pending (see bench/out/logs)")
         time.sleep(interval_s)
 
 

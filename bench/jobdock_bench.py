@@ -24,7 +24,7 @@ from typing import Any
 
 from bench import common as c
 from bench.common import log
-from bench.workloads import Queue, measure
+from bench.workloads import Queue, measure_all
 
 SCHEMA = "bench_jobdock"
 
@@ -68,9 +68,8 @@ class Jobdock(Queue):
     async def enqueue_stamp(self, i: int, path: str) -> None:
         self.app.submit("stamp", {"i": i, "path": path})
 
-    def done_count(self) -> int:
-        # Read straight from the database, on a connection kept for the polling.
-        sql = "SELECT count(*) FROM jobs WHERE status = 'succeeded'"
+    def _scalar(self, sql: str) -> int:
+        # Straight from the database, on a connection kept for the polling.
         if self.count_conn is None:
             if self.backend == "SQLite":
                 path = self.url.removeprefix("sqlite:///")
@@ -78,6 +77,21 @@ class Jobdock(Queue):
             else:
                 self.count_conn = c.pg_connect(self.url)
         return int(self.count_conn.execute(sql).fetchone()[0])
+
+    def pending(self) -> bool:
+        # Both halves walk a partial index (jobs_queue, jobs_lease).
+        return bool(
+            self._scalar(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued')"
+                " OR EXISTS (SELECT 1 FROM jobs WHERE status IN ('running', 'canceling'))"
+            )
+        )
+
+    def any_done(self) -> bool:
+        return bool(self._scalar("SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'succeeded')"))
+
+    def done_count(self) -> int:
+        return self._scalar("SELECT count(*) FROM jobs WHERE status = 'succeeded'")
 
     def worker_cmd(self, burst: bool) -> list[str]:
         cmd = [
@@ -104,9 +118,7 @@ class Jobdock(Queue):
 
 async def main(backends: list[str]) -> None:
     c.ensure_bench_db()
-    results = []
-    for backend in backends or ["sqlite", "postgresql"]:
-        results.append(await measure(Jobdock(backend)))
+    results = await measure_all([Jobdock(b) for b in backends or ["sqlite", "postgresql"]])
     path = c.save(results, "jobdock")
     log(f"wrote {path}")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from bench import common as c
 from bench.common import log
-from bench.workloads import Queue, measure
+from bench.workloads import Queue, measure_all
 
 PROC_SCHEMA = "bench_procrastinate"
 PGQ_SCHEMA = "bench_pgqueuer"
@@ -36,9 +36,7 @@ class Procrastinate(Queue):
 
         self.m = m
         self.opened = False
-        self.done_count = c.PgCount(
-            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'", self.url
-        )
+        self.query = c.PgQuery(self.url)
 
     async def reset(self) -> None:
         if self.opened:
@@ -57,6 +55,24 @@ class Procrastinate(Queue):
     async def enqueue_stamp(self, i: int, path: str) -> None:
         await self.m.stamp.defer_async(i=i, path=path)
 
+    def pending(self) -> bool:
+        return bool(
+            self.query(
+                "SELECT EXISTS (SELECT 1 FROM procrastinate_jobs"
+                " WHERE status IN ('todo', 'doing'))::int"
+            )
+        )
+
+    def any_done(self) -> bool:
+        return bool(
+            self.query(
+                "SELECT EXISTS (SELECT 1 FROM procrastinate_jobs WHERE status = 'succeeded')::int"
+            )
+        )
+
+    def done_count(self) -> int:
+        return self.query("SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'")
+
     def worker_cmd(self, burst: bool) -> list[str]:
         cmd = [
             str(c.VENV_BIN / "procrastinate"),
@@ -67,7 +83,7 @@ class Procrastinate(Queue):
         return [*cmd, "--one-shot"] if burst else cmd
 
     async def close(self) -> None:
-        self.done_count.close()
+        self.query.close()
         if self.opened:
             await self.m.app.close_async()
 
@@ -81,10 +97,7 @@ class PgQueuer(Queue):
         os.environ.update(self.env)
         self.conn: Any = None
         self.queries: Any = None
-        # PgQueuer deletes a finished job from its queue table and logs it.
-        self.done_count = c.PgCount(
-            "SELECT count(*) FROM pgqueuer_log WHERE status = 'successful'", self.url
-        )
+        self.query = c.PgQuery(self.url)
 
     async def reset(self) -> None:
         from pgqueuer.db import AsyncpgDriver
@@ -109,22 +122,37 @@ class PgQueuer(Queue):
     async def enqueue_stamp(self, i: int, path: str) -> None:
         await self.queries.enqueue("stamp", json.dumps({"i": i, "path": path}).encode())
 
+    # PgQueuer deletes a finished job from its queue table, logging it in the
+    # same statement.
+    def pending(self) -> bool:
+        return bool(self.query("SELECT EXISTS (SELECT 1 FROM pgqueuer)::int"))
+
+    def any_done(self) -> bool:
+        return bool(
+            self.query(
+                "SELECT EXISTS (SELECT 1 FROM pgqueuer_log WHERE status = 'successful')::int"
+            )
+        )
+
+    def done_count(self) -> int:
+        return self.query("SELECT count(*) FROM pgqueuer_log WHERE status = 'successful'")
+
     def worker_cmd(self, burst: bool) -> list[str]:
         cmd = [sys.executable, "-m", "bench.pgqueuer_worker", f"--batch-size={PGQ_BATCH}"]
         return [*cmd, "--drain"] if burst else cmd
 
     async def close(self) -> None:
-        self.done_count.close()
+        self.query.close()
         if self.conn is not None:
             await self.conn.close()
 
 
+PEERS = {"procrastinate": Procrastinate, "pgqueuer": PgQueuer}
+
+
 async def main(names: list[str]) -> None:
     c.ensure_bench_db()
-    peers = {"procrastinate": Procrastinate, "pgqueuer": PgQueuer}
-    results = []
-    for name in names or list(peers):
-        results.append(await measure(peers[name]()))
+    results = await measure_all([PEERS[name]() for name in names or list(PEERS)])
     path = c.save(results, "peers")
     log(f"wrote {path}")
 

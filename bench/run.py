@@ -3,12 +3,12 @@
     bash bench/setup.sh                       # once: the bench venv
     .bench-venv/bin/python -m bench.run       # ~6-8 minutes on the 2-core machine
     .bench-venv/bin/python -m bench.run --quick            # small sizes, a smoke test
-    .bench-venv/bin/python -m bench.run --skip peers       # reuse bench/out/peers.json
+    .bench-venv/bin/python -m bench.run --skip profile     # without the py-spy step
 
-Steps (each a process of its own, results as JSON in bench/out/): peers
-(Procrastinate, PgQueuer), jobdock (SQLite, PostgreSQL), limits (pgbench,
-SQLite commits), profile (py-spy of one jobdock worker draining). The table
-goes to stdout and to bench/out/report.md.
+Steps (each a process of its own, results as JSON in bench/out/): queues
+(jobdock on SQLite and PostgreSQL, Procrastinate, PgQueuer: the same workloads,
+interleaved), limits (pgbench, SQLite commits), profile (py-spy of one jobdock
+worker draining). The table goes to stdout and to bench/out/report.md.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from typing import Any
 from bench import common as c
 
 STEPS = {
-    "peers": ["bench.peers"],
-    "jobdock": ["bench.jobdock_bench"],
+    "queues": ["bench.compare"],
     "limits": ["bench.limits"],
     "profile": ["bench.profile"],
 }
@@ -104,7 +103,8 @@ def fmt(value: Any, digits: int = 0) -> str:
 
 
 def table() -> str:
-    results = (load("peers") or []) + (load("jobdock") or [])
+    # The interleaved run; else separate runs of bench.peers and bench.jobdock_bench.
+    results = load("queues") or (load("peers") or []) + (load("jobdock") or [])
     by = {(r["system"], r["backend"]): r for r in results}
     cols = [by.get(k) for k in COLUMNS]
 
