@@ -1,6 +1,8 @@
 """Exceptions raised by jobdock.
 
     JobdockError
+    ├── Unauthenticated             (HTTP 401: no key, or one that is unknown, expired, revoked)
+    ├── Forbidden                   (HTTP 403: the key lacks the scope)
     ├── NotFound                    (HTTP 404)
     │   ├── JobNotFound
     │   ├── TenantNotFound
@@ -32,6 +34,14 @@ class JobdockError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+
+
+class Unauthenticated(JobdockError):
+    code = "unauthenticated"
+
+
+class Forbidden(JobdockError):
+    code = "forbidden"
 
 
 class NotFound(JobdockError):

@@ -232,3 +232,63 @@ class RescueResult:
 @dataclass(slots=True)
 class PurgeResult:
     jobs: list[tuple[str, str]] = field(default_factory=list)  # (tenant_id, job_id)
+
+
+# -- identity, uploads and webhooks --------------------------------------------
+SCOPES = ("jobs:read", "jobs:write", "jobs:delete", "admin")
+
+
+@dataclass(slots=True)
+class AppRecord:
+    """An application of a tenant; keys and jobs may belong to one."""
+
+    id: str
+    tenant_id: str
+    name: str
+    created_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class ApiKey:
+    """An API key as stored: its public prefix and a hash of the whole key, never the key."""
+
+    id: str
+    prefix: str
+    secret_hash: str
+    tenant_id: str
+    scopes: list[str]
+    app_id: str | None = None
+    name: str | None = None
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class Upload:
+    """A file uploaded for jobs to read; job input names it by id."""
+
+    id: str
+    tenant_id: str
+    name: str
+    size: int
+    sha256: str
+    content_type: str
+    blob_key: str
+    app_id: str | None = None
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class Webhook:
+    """A subscription of a tenant (or one of its apps) to job events."""
+
+    id: str
+    tenant_id: str
+    url: str
+    events: list[str]
+    secret: str
+    app_id: str | None = None
+    description: str | None = None
+    created_at: datetime | None = None

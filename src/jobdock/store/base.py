@@ -21,6 +21,8 @@ from datetime import datetime
 from typing import Any
 
 from jobdock.model import (
+    ApiKey,
+    AppRecord,
     Artifact,
     Attempt,
     Completion,
@@ -32,6 +34,8 @@ from jobdock.model import (
     ProgressUpdate,
     RescueResult,
     Tenant,
+    Upload,
+    Webhook,
 )
 
 
@@ -213,6 +217,59 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def artifact_list(self, tenant_id: str, job_id: str) -> list[Artifact]: ...
+
+    # -- apps, keys, uploads, webhooks ---------------------------------------
+    @abc.abstractmethod
+    def app_create(self, app: AppRecord) -> AppRecord:
+        """Create an app; AlreadyExists for a name the tenant uses, TenantNotFound."""
+
+    @abc.abstractmethod
+    def app_get(self, tenant_id: str, app_id: str) -> AppRecord | None: ...
+
+    @abc.abstractmethod
+    def app_list(self, tenant_id: str) -> list[AppRecord]: ...
+
+    @abc.abstractmethod
+    def key_create(self, key: ApiKey) -> None:
+        """Store a key (its prefix and hash only); TenantNotFound, NotFound for the app."""
+
+    @abc.abstractmethod
+    def key_by_prefix(self, prefix: str) -> ApiKey | None:
+        """The key with this public prefix, revoked and expired ones included."""
+
+    @abc.abstractmethod
+    def key_list(self, tenant_id: str | None = None) -> list[ApiKey]:
+        """Keys of a tenant (every tenant's when None), oldest first."""
+
+    @abc.abstractmethod
+    def key_revoke(self, key_id: str, now: datetime | None = None) -> ApiKey | None:
+        """Revoke a key (idempotent); None when there is no such key."""
+
+    @abc.abstractmethod
+    def upload_create(self, upload: Upload) -> None: ...
+
+    @abc.abstractmethod
+    def upload_get(self, tenant_id: str, upload_id: str,
+                   now: datetime | None = None) -> Upload | None:
+        """The upload, or None when missing, another tenant's, or expired."""
+
+    @abc.abstractmethod
+    def upload_purge_expired(self, now: datetime | None = None,
+                             limit: int = 1000) -> list[Upload]:
+        """Delete up to `limit` expired upload rows; return them so their blobs can go too."""
+
+    @abc.abstractmethod
+    def webhook_create(self, webhook: Webhook) -> None: ...
+
+    @abc.abstractmethod
+    def webhook_get(self, tenant_id: str, webhook_id: str) -> Webhook | None: ...
+
+    @abc.abstractmethod
+    def webhook_list(self, tenant_id: str) -> list[Webhook]:
+        """Every subscription of a tenant (its apps' included), oldest first."""
+
+    @abc.abstractmethod
+    def webhook_delete(self, tenant_id: str, webhook_id: str) -> bool: ...
 
     # -- coordination ------------------------------------------------------
     @abc.abstractmethod

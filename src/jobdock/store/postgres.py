@@ -55,6 +55,7 @@ from jobdock.model import (
     Tenant,
 )
 from jobdock.store.base import HeartbeatResult, InsertResult, QueueWaiter, Store
+from jobdock.store.postgres_access import PostgresAccess
 from jobdock.store.queries import load_queries, migration_files
 
 __all__ = ["PostgresStore"]
@@ -87,7 +88,7 @@ _JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 _ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresAccess, Store):
     """The PostgreSQL implementation of `Store` (see base.py for the contract)."""
 
     backend = "postgres"

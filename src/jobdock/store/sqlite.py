@@ -39,6 +39,7 @@ from jobdock.model import (
 from jobdock.store.backoff import backoff_s
 from jobdock.store.base import HeartbeatResult, InsertResult, QueueWaiter, Store
 from jobdock.store.queries import load_queries, migration_files
+from jobdock.store.sqlite_access import SQLiteAccess
 
 JOB_COLUMNS = (
     "id, tenant_id, app_id, seq, kind, name, status, priority, input, result, error, stats,"
@@ -87,7 +88,7 @@ def _path_from_url(url: str) -> str:
     return url[len("sqlite:///") :]
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteAccess, Store):
     backend = "sqlite"
 
     def __init__(self, url: str, synchronous: str = "NORMAL", busy_timeout_s: float = 30.0,
