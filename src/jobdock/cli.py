@@ -108,6 +108,27 @@ def worker(
 
 
 @cli.command()
+def serve(
+    app: AppOption = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8750,
+    workers: Annotated[int, typer.Option(
+        min=0, help="embedded worker threads running jobs; 0 when `jobdock worker` processes"
+        " run them")] = 4,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+) -> None:
+    """Serve the HTTP API (migrations are applied at start)."""
+    import uvicorn
+
+    from jobdock.api import create_api
+
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    uvicorn.run(create_api(load_app(app), workers=workers), host=host, port=port,
+                log_level=log_level.lower())
+
+
+@cli.command()
 def submit(
     kind: Annotated[str, typer.Argument(help="job kind, e.g. sleep")],
     input: Annotated[str, typer.Argument(help="input as JSON, e.g. '{\"seconds\": 2}'")] = "{}",

@@ -41,3 +41,13 @@ class Settings(BaseSettings):
     retry_backoff_max_s: float = Field(3600.0, ge=0)
     sqlite_synchronous: str = Field("NORMAL", pattern="^(OFF|NORMAL|FULL|EXTRA)$")
     pg_pool_max: int = Field(10, ge=1)
+    # -- HTTP API ------------------------------------------------------------
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="largest JSON request body")
+    max_upload_bytes: int = Field(1 << 30, ge=1024, description="largest upload")
+    max_page_size: int = Field(1000, ge=1, le=10_000)
+    rate_limit: str = Field("1200/minute", description="per API key, in the `limits` notation"
+                            " (e.g. 100/second; several separated by ';')")
+    rate_limit_url: str | None = Field(None, description="redis://host:port for rate limits"
+                                       " shared by several API processes; memory when unset")
+    data_dir: str = Field(".jobdock", description="where the embedded default keeps its"
+                          " secret key")

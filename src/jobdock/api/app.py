@@ -1,0 +1,46 @@
+"""The HTTP API: `create_api(app)` builds the FastAPI application."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from jobdock.access import Access
+from jobdock.api import problems
+from jobdock.app import App
+from jobdock.blobs.signing import resolve_secret
+from jobdock.worker import Worker
+
+
+def create_api(app: App | None = None, workers: int = 0) -> FastAPI:
+    """The API for `app` (built-in kinds only when None), with `workers` embedded
+    worker threads running its jobs (0 when separate `jobdock worker` processes do)."""
+    the_app = app or App()
+    state: dict[str, tuple[Worker, threading.Thread]] = {}
+
+    @asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        the_app.engine  # noqa: B018 - open the store and apply migrations at start
+        if workers > 0:
+            worker = the_app.worker(concurrency=workers)
+            thread = threading.Thread(target=worker.run, name="jobdock-embedded", daemon=True)
+            thread.start()
+            state["worker"] = (worker, thread)
+        yield
+        if "worker" in state:
+            worker, thread = state.pop("worker")
+            worker.stop()
+            thread.join(worker.shutdown_grace_s)
+
+    api = FastAPI(title="jobdock", version="0.1.0", lifespan=lifespan,
+                  description="Durable asynchronous jobs that people can watch.")
+    api.state.jobdock = the_app
+    api.state.access = Access(the_app.engine.store)
+    api.state.secret = resolve_secret(the_app.settings.secret_key,
+                                      Path(the_app.settings.data_dir) / "secret.key")
+    problems.install(api)
+    return api

@@ -1,0 +1,64 @@
+"""Dependencies shared by the routers: the app's engine, the caller's principal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from jobdock.access import Access, Principal
+from jobdock.app import App
+from jobdock.engine import Engine
+
+
+def get_app(request: Request) -> App:
+    app: App = request.app.state.jobdock
+    return app
+
+
+def get_engine(request: Request) -> Engine:
+    return get_app(request).engine
+
+
+def get_access(request: Request) -> Access:
+    access: Access = request.app.state.access
+    return access
+
+
+def bearer_token(request: Request) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header, or None."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def get_principal(request: Request) -> Principal:
+    """The caller; 401 without a valid key. Cached on the request."""
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is None:
+        cached = get_access(request).authenticate(bearer_token(request))
+        request.state.principal = cached
+    return cached
+
+
+def scope(name: str) -> Callable[[Request], Principal]:
+    """A dependency: the caller, who must hold scope `name` (403 otherwise)."""
+
+    def require(request: Request) -> Principal:
+        principal = get_principal(request)
+        principal.require(name)
+        return principal
+
+    require.__name__ = f"require_{name.replace(':', '_')}"
+    return require
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+AccessDep = Annotated[Access, Depends(get_access)]
+Reader = Annotated[Principal, Depends(scope("jobs:read"))]
+Writer = Annotated[Principal, Depends(scope("jobs:write"))]
+Deleter = Annotated[Principal, Depends(scope("jobs:delete"))]
+Admin = Annotated[Principal, Depends(scope("admin"))]
