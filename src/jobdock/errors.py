@@ -6,7 +6,8 @@
     ├── NotFound                    (HTTP 404)
     │   ├── JobNotFound
     │   ├── TenantNotFound
-    │   └── UnknownKind
+    │   ├── UnknownKind
+    │   └── WebhookNotFound
     ├── InvalidInput                (HTTP 400/422: the caller must change the request)
     ├── Conflict                    (HTTP 409)
     │   ├── IllegalTransition
@@ -74,6 +75,13 @@ class UnknownKind(NotFound):
             kind=kind,
             known=sorted(known),
         )
+
+
+class WebhookNotFound(NotFound):
+    code = "webhook_not_found"
+
+    def __init__(self, webhook_id: str) -> None:
+        super().__init__(f"webhook {webhook_id!r} not found", webhook_id=webhook_id)
 
 
 class InvalidInput(JobdockError):
