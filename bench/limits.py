@@ -8,7 +8,9 @@ the search_path), scale 10, 2 clients on 2 threads, 10 s each:
 - `-N` (the built-in "simple-update": 3 statements + 1 insert per transaction);
 - a one-statement script `UPDATE pgbench_accounts ... WHERE aid = :aid`: one
   commit per statement, the cost of a queue that writes a row per transaction;
-- `-S` (select-only): a round trip with no commit, the cost of a read.
+- `-S` (select-only): a round trip with no commit, the cost of a read;
+- a one-row INSERT per transaction from 8 clients: what concurrent one-by-one
+  submits could reach when nothing serialises them (group commit).
 
 SQLite: one-row UPDATE transactions in a WAL database with synchronous=NORMAL
 (jobdock's default) for 3 s, from one connection. Results go to bench/out/limits.json.
@@ -31,6 +33,9 @@ from bench.common import log
 
 SCHEMA = "bench_pgbench"
 SECONDS = int(os.environ.get("BENCH_PGBENCH_S", "10"))
+INSERT_SCRIPT = (
+    "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 1, now());\n"
+)
 UPDATE_SCRIPT = (
     "\\set aid random(1, 100000 * :scale)\n"
     "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;\n"
@@ -76,6 +81,15 @@ def run_pgbench() -> dict[str, Any]:
         os.unlink(f.name)
     log("pgbench -S ...")
     results["select_only_S"] = pgbench([*common, "-S"])
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+        f.write(INSERT_SCRIPT)
+    try:
+        log("pgbench one-row insert, 8 clients ...")
+        results["insert_c8"] = pgbench(
+            ["-n", "-c", "8", "-j", "2", "-T", str(SECONDS), "-f", f.name]
+        )
+    finally:
+        os.unlink(f.name)
     with c.pg_connect() as conn:  # leave no 150 MB behind
         conn.execute(f'DROP SCHEMA "{SCHEMA}" CASCADE')
     return results

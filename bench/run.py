@@ -29,6 +29,7 @@ from bench import common as c
 STEPS = {
     "queues": ["bench.compare"],
     "limits": ["bench.limits"],
+    "submit": ["bench.submit_threads"],
     "profile": ["bench.profile"],
 }
 QUICK = {
@@ -172,6 +173,17 @@ def table() -> str:
             "",
         ),
         (
+            "drain x2: CPU s taken by other processes meanwhile, of 2 x wall",
+            [
+                f"{fmt(drain(r, 2, 'others_cpu_s'), 1)} of "
+                f"{fmt(2 * (drain(r, 2, 'wall_s') or 0), 1)}"
+                if r and drain(r, 2, "wall_s")
+                else "-"
+                for r in cols
+            ],
+            "",
+        ),
+        (
             "one worker started and stopped on an empty queue: wall s / CPU s",
             [
                 f"{fmt(empty(r, 'wall_s'), 2)} / {fmt(empty(r, 'cpu_s'), 2)}" if r else "-"
@@ -233,6 +245,7 @@ def limits_table() -> str:
         ("pgbench -N (simple-update), -c 2 -j 2", pg["simple_update_N"]),
         ("pgbench one-statement UPDATE per transaction, -c 2 -j 2", pg["one_update"]),
         ("pgbench -S (select only), -c 2 -j 2", pg["select_only_S"]),
+        ("pgbench one-row INSERT per transaction, -c 8 -j 2", pg["insert_c8"]),
     ]
     lines = ["| limit | transactions/s | latency (ms) |", "|---|---|---|"]
     for label, r in rows:
@@ -244,6 +257,24 @@ def limits_table() -> str:
     return "\n".join(lines)
 
 
+def submit_table() -> str:
+    sub = load("submit")
+    if not sub:
+        return ""
+    threads = sorted({int(k) for r in sub.values() for k in r})
+    lines = [
+        "| jobdock `App.submit`, one tenant | "
+        + " | ".join(f"{t} thread(s)" for t in threads)
+        + " |",
+        "|---|" + "---|" * len(threads),
+    ]
+    for backend, r in sub.items():
+        lines.append(
+            f"| {backend} (jobs/s) | " + " | ".join(fmt(r[str(t)]) for t in threads) + " |"
+        )
+    return "\n".join(lines)
+
+
 def profile_text() -> str:
     prof = load("profile")
     if not prof:
@@ -252,7 +283,8 @@ def profile_text() -> str:
     for s in prof:
         out.append(
             f"### {s['backend']}: one worker, {s['done']:,} jobs in {s['wall_s']:.1f} s under"
-            f" py-spy, {s['samples']} GIL samples at {s['rate_hz']} Hz"
+            f" py-spy, {s['samples']} GIL samples at {s['rate_hz']} Hz,"
+            f" {s['startup_share']}% of them start-up (left out below)"
         )
         for section, title in (
             ("threads", "by thread"),
@@ -261,6 +293,9 @@ def profile_text() -> str:
         ):
             out.append(f"\n{title}:\n")
             out.extend(f"    {v:5.1f}%  {k}" for k, v in s[section][:12])
+        for thread, rows in s.get("wall", {}).items():
+            out.append(f"\nwall clock (--idle), {thread}:\n")
+            out.extend(f"    {v:5.1f}%  {k}" for k, v in rows)
         out.append("")
     return "\n".join(out)
 
@@ -280,6 +315,8 @@ def report() -> str:
         table(),
         "\n## Limits of this machine\n",
         limits_table(),
+        "\n## One-by-one submission from several threads\n",
+        submit_table(),
         "\n## Profile\n",
         profile_text(),
     ]
