@@ -16,7 +16,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -51,6 +51,8 @@ MAX_PAGE_SIZE = 1000
 _TENANT_CACHE_S = 10.0
 _RETRIES_ON_RACE = 5
 _TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+FinishListener = Callable[[Sequence[Job]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,7 @@ class Engine:
         self.settings = settings or Settings()
         self.kinds: dict[str, KindSpec] = {}
         self._tenants: dict[str, tuple[float, Tenant]] = {}
+        self._finish_listeners: list[FinishListener] = []
 
     # -- kinds and tenants -------------------------------------------------
     def register_kind(self, spec: KindSpec) -> None:
@@ -236,6 +239,8 @@ class Engine:
                 target = JobStatus.CANCELED
             changed = self._set_status(job, target)
             if changed is not None:
+                if changed.status is JobStatus.CANCELED:
+                    self._finished([changed])
                 return changed
         raise errors.Conflict(f"job {job_id!r} kept changing while being canceled; try again")
 
@@ -280,8 +285,16 @@ class Engine:
     def record_errors(self, records: Sequence[JobErrorRecord]) -> None:
         self.store.job_errors_insert_many(records)
 
-    def complete(self, completions: Sequence[Completion]) -> set[str]:
-        return self.store.job_complete_many(completions)
+    def complete(self, completions: Sequence[Completion],
+                 jobs: Mapping[str, Job] | None = None) -> set[str]:
+        """End attempts; return the ids accepted. With `jobs` (the attempts' jobs by id,
+        as claimed), finish listeners hear of the accepted ones that may have ended."""
+        accepted = self.store.job_complete_many(completions)
+        if jobs and self._finish_listeners:
+            self._finished([jobs[c.job_id] for c in completions
+                            if c.job_id in accepted and c.job_id in jobs
+                            and c.outcome is not Outcome.RELEASED])
+        return accepted
 
     def failure(self, job: Job, exc: BaseException, cancelled: bool,
                 stats: dict[str, int] | None = None,
@@ -299,6 +312,26 @@ class Engine:
             outcome, retry_at = Outcome.FAILED, None
         return Completion(job.id, job.attempt, outcome, error=error, retry_at=retry_at,
                           stats=stats, progress=progress)
+
+    # -- finish listeners (webhook events) ----------------------------------
+    def on_finished(self, listener: FinishListener) -> None:
+        """Call `listener` with jobs that may just have ended, after the change is committed.
+
+        A job passed is terminal as the store returned it, or the worker's copy from
+        its claim (not terminal), whose end the listener reads back if it cares.
+        Listeners run on the caller's thread; their failures are logged, never raised,
+        so an event can be lost but a committed completion is never retried."""
+        self._finish_listeners.append(listener)
+
+    def _finished(self, jobs: Sequence[Job]) -> None:
+        if not jobs:
+            return
+        for listener in self._finish_listeners:
+            try:
+                listener(jobs)
+            except Exception:
+                log.exception("a finish listener failed on %d jobs; their events are lost",
+                              len(jobs))
 
     # -- maintenance -------------------------------------------------------
     def maintain(self, now: datetime | None = None) -> MaintenanceReport:
