@@ -83,6 +83,7 @@ class Worker:
         self._ready: queue.SimpleQueue[Held | object] = queue.SimpleQueue()
         self._room = threading.Event()
         self._completions: list[Completion] = []
+        self._finished_jobs: dict[str, Job] = {}  # the buffered completions' jobs, for events
         self._errors: list[JobErrorRecord] = []
         self._buffer_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -202,6 +203,7 @@ class Worker:
             self._held.pop(held.job.id, None)
         with self._buffer_lock:
             self._completions.append(completion)
+            self._finished_jobs[held.job.id] = held.job
         self._rate.add()
         self._room.set()
 
@@ -263,6 +265,7 @@ class Worker:
         with self._buffer_lock:
             records, self._errors = self._errors, []
             completions, self._completions = self._completions, []
+            jobs, self._finished_jobs = self._finished_jobs, {}
         with self._held_lock:
             updates = []
             for held in self._held.values():
@@ -272,13 +275,14 @@ class Worker:
         try:
             self.engine.record_errors(records)
             self.engine.record_progress(updates)
-            accepted = self.engine.complete(completions)
+            accepted = self.engine.complete(completions, jobs)
         except errors.StoreError as exc:
             log.warning("flush failed, keeping %d results for the next try: %s",
                         len(completions), exc)
             with self._buffer_lock:
                 self._errors[:0] = records
                 self._completions[:0] = completions
+                self._finished_jobs.update(jobs)
             return False
         self._count(completions, accepted)
         return True
