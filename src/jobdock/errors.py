@@ -9,6 +9,7 @@
     │   ├── UnknownKind
     │   └── WebhookNotFound
     ├── InvalidInput                (HTTP 400/422: the caller must change the request)
+    │   └── TooLarge                (HTTP 413: a body or file over its size limit)
     ├── Conflict                    (HTTP 409)
     │   ├── IllegalTransition
     │   ├── IdempotencyConflict
@@ -92,6 +93,17 @@ class InvalidInput(JobdockError):
     def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message, errors=errors or [])
         self.errors = errors or []
+
+
+class TooLarge(InvalidInput):
+    """A request body or uploaded file larger than its configured limit."""
+
+    code = "too_large"
+
+    def __init__(self, message: str, max_bytes: int) -> None:
+        super().__init__(message)
+        self.details["max_bytes"] = max_bytes
+        self.max_bytes = max_bytes
 
 
 class Conflict(JobdockError):

@@ -28,6 +28,7 @@ STATUS: list[tuple[type[errors.JobdockError], int]] = [
     (InvalidToken, 403),
     (errors.NotFound, 404),
     (errors.Conflict, 409),
+    (errors.TooLarge, 413),
     (errors.InvalidInput, 422),
     (errors.StoreUnavailable, 503),
 ]
