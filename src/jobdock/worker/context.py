@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from jobdock.blobs import blob_key
-from jobdock.engine import SubmitRequest
+from jobdock.engine import Engine, SubmitRequest
 from jobdock.errors import JobCanceled
 from jobdock.ids import new_id
 from jobdock.model import Artifact, Job, JobErrorRecord
@@ -39,6 +39,11 @@ class JobContext:
         self.timed_out = False
         self.log = logging.LoggerAdapter(logging.getLogger(f"jobdock.job.{job.kind}"),
                                          {"job_id": job.id, "attempt": job.attempt})
+
+    @property
+    def engine(self) -> Engine:
+        """The engine this job runs under, for built-in kinds that read the store."""
+        return self._worker.engine
 
     # -- cancellation ------------------------------------------------------
     @property
