@@ -40,6 +40,7 @@ from jobdock.model import (
     Page,
     ProgressUpdate,
     Tenant,
+    Upload,
     can_transition,
 )
 from jobdock.store import HeartbeatResult, Store
@@ -97,6 +98,7 @@ class MaintenanceReport:
     failed: int = 0
     canceled: int = 0
     purged: int = 0
+    uploads_purged: int = 0
 
 
 class Engine:
@@ -221,6 +223,17 @@ class Engine:
         self.get(tenant, job_id)
         return self.store.job_errors_list(tenant, job_id, after_id, limit)
 
+    def upload(self, tenant: str, upload_id: str, app_id: str | None = None,
+               now: datetime | None = None) -> Upload:
+        """An upload of `tenant`; with `app_id`, only one made by that app.
+
+        NotFound when it is missing, expired, another tenant's or another app's,
+        all alike, so that nobody learns of uploads they may not read."""
+        found = self.store.upload_get(tenant, upload_id, now) if is_id(upload_id) else None
+        if found is None or (app_id is not None and found.app_id != app_id):
+            raise errors.NotFound(f"upload {upload_id!r} not found", upload_id=upload_id)
+        return found
+
     # -- user actions ------------------------------------------------------
     def cancel(self, tenant: str, job_id: str, hard: bool = False) -> Job:
         """Cancel a job: at once when it waits; a running job is asked to stop
@@ -336,7 +349,8 @@ class Engine:
     # -- maintenance -------------------------------------------------------
     def maintain(self, now: datetime | None = None) -> MaintenanceReport:
         """One round of maintenance, run by one process at a time: promote due
-        scheduled jobs, rescue expired leases, purge expired jobs and their files."""
+        scheduled jobs, rescue expired leases, purge expired jobs and uploads with
+        their files."""
         report = MaintenanceReport()
         with self.store.maintenance_lock() as held:
             if not held:
@@ -351,7 +365,17 @@ class Engine:
             for tenant_id, job_id in purged:
                 self.blobs.delete_prefix(f"{tenant_id}/{job_id}")
             report.purged = len(purged)
+            uploads = self.store.upload_purge_expired(now)
+            for upload in uploads:
+                self.blobs.delete_prefix(upload_prefix(upload.tenant_id, upload.id))
+            report.uploads_purged = len(uploads)
         return report
+
+
+def upload_prefix(tenant: str, upload_id: str) -> str:
+    """The blob folder of an upload. Uploads belong to the tenant, not to a job (any
+    number of jobs may read one), and go when their own retention ends."""
+    return f"{tenant}/uploads/{upload_id}"
 
 
 def _validated_input(spec: KindSpec, value: Any) -> Any:
