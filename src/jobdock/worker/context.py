@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from jobdock.blobs import blob_key
 from jobdock.engine import Engine, SubmitRequest
 from jobdock.errors import JobCanceled
-from jobdock.ids import new_id
+from jobdock.ids import is_id, new_id
 from jobdock.model import Artifact, Job, JobErrorRecord
 
 if TYPE_CHECKING:
@@ -130,8 +130,17 @@ class JobContext:
         return artifact
 
     def open(self, name: str) -> BinaryIO:
-        """Open an artifact of this job by name, or any blob of this tenant by key."""
-        blobs = self._worker.engine.blobs
+        """Open an upload by id, an artifact of this job by name, or a blob of this tenant
+        by key.
+
+        An upload must be this job's tenant's (and its app's, for a job of an app):
+        any other answers NotFound, as a missing one does. A 24-hex name is taken
+        for an upload id, never for an artifact name.
+        """
+        engine = self._worker.engine
+        blobs = engine.blobs
+        if is_id(name):
+            return blobs.open(engine.upload(self.job.tenant_id, name, self.job.app_id).blob_key)
         if "/" not in name:
             return blobs.open(blob_key(self.job.tenant_id, self.job.id, "artifacts", name))
         if not name.startswith(self.job.tenant_id + "/"):
