@@ -116,6 +116,11 @@ class Store(abc.ABC):
     def job_attempts(self, tenant_id: str, job_id: str) -> list[Attempt]:
         """The recorded history of attempts that did not end the job in success."""
 
+    @abc.abstractmethod
+    def job_counts(self, tenant_id: str | None = None,
+                   now: datetime | None = None) -> dict[tuple[str, JobStatus], int]:
+        """How many unexpired jobs there are per (kind, status), of one tenant or of all."""
+
     # -- jobs: the queue ---------------------------------------------------
     @abc.abstractmethod
     def job_claim_many(
@@ -210,6 +215,13 @@ class Store(abc.ABC):
         self, tenant_id: str, job_id: str, after_id: str | None = None, limit: int = 1000
     ) -> list[JobErrorRecord]:
         """Errors of a job in creation order, after `after_id`."""
+
+    @abc.abstractmethod
+    def job_errors_update(self, tenant_id: str, job_id: str, error_ids: Sequence[str], *,
+                          resolved: bool | None = None,
+                          retried: bool | None = None) -> list[JobErrorRecord]:
+        """Set `resolved` and/or `retried` (None leaves a flag as it is) on errors of one
+        job; return the errors changed, in id order. Ids of other jobs are ignored."""
 
     @abc.abstractmethod
     def artifact_put(self, artifact: Artifact) -> None:

@@ -354,6 +354,13 @@ class PostgresStore(PostgresAccess, Store):
             rows = self._rows(conn, _Q["job_attempts"], {"tenant_id": tenant_id, "job_id": job_id})
         return [Attempt(**r) for r in rows]
 
+    def job_counts(
+        self, tenant_id: str | None = None, now: datetime | None = None
+    ) -> dict[tuple[str, JobStatus], int]:
+        with self._conn() as conn:
+            rows = self._rows(conn, _Q["job_counts"], {"tenant_id": tenant_id, "now": now})
+        return {(r["kind"], JobStatus(r["status"])): int(r["n"]) for r in rows}
+
     # -- jobs: the queue ---------------------------------------------------
     def job_claim_many(
         self,
@@ -565,6 +572,28 @@ class PostgresStore(PostgresAccess, Store):
         with self._conn() as conn:
             rows = self._rows(conn, _Q["job_errors_list"], params)
         return [JobErrorRecord(**r) for r in rows]
+
+    def job_errors_update(
+        self,
+        tenant_id: str,
+        job_id: str,
+        error_ids: Sequence[str],
+        *,
+        resolved: bool | None = None,
+        retried: bool | None = None,
+    ) -> list[JobErrorRecord]:
+        if not error_ids:
+            return []
+        params = {
+            "tenant_id": tenant_id,
+            "job_id": job_id,
+            "ids": list(error_ids),
+            "resolved": resolved,
+            "retried": retried,
+        }
+        with self._conn() as conn:
+            rows = self._rows(conn, _Q["job_errors_update"], params)
+        return sorted((JobErrorRecord(**r) for r in rows), key=lambda e: e.id)
 
     def artifact_put(self, artifact: Artifact) -> None:
         params = {

@@ -597,6 +597,24 @@ WHERE tenant_id = %(tenant_id)s AND job_id = %(job_id)s
 ORDER BY id
 LIMIT %(limit)s;
 
+-- name: job_errors_update
+-- NULL flags stay as they are. Columns named as the model's fields.
+UPDATE job_errors
+SET resolved = COALESCE(%(resolved)s::boolean, resolved),
+    retried = COALESCE(%(retried)s::boolean, retried)
+WHERE tenant_id = %(tenant_id)s AND job_id = %(job_id)s AND id = ANY(%(ids)s::text[])
+RETURNING id, tenant_id, job_id, attempt, code, message, source, record, retry_data,
+          resolved, retried, created_at;
+
+-- name: job_counts
+-- Unexpired jobs per kind and status, of one tenant (or all when tenant_id is NULL).
+WITH clock AS (SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now)
+SELECT j.kind, j.status, count(*) AS n
+FROM jobs j, clock
+WHERE (%(tenant_id)s::text IS NULL OR j.tenant_id = %(tenant_id)s::text)
+  AND (j.expires_at IS NULL OR j.expires_at > clock.now)
+GROUP BY j.kind, j.status;
+
 -- name: artifact_put
 INSERT INTO artifacts (tenant_id, job_id, name, blob_key, size, sha256, content_type, created_at)
 VALUES (%(tenant_id)s, %(job_id)s, %(name)s, %(blob_key)s, %(size)s, %(sha256)s,

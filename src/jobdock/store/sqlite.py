@@ -80,6 +80,13 @@ def _job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
     )
 
 
+def _error(r: sqlite3.Row | tuple[Any, ...]) -> JobErrorRecord:
+    return JobErrorRecord(
+        id=r[0], tenant_id=r[1], job_id=r[2], attempt=r[3], code=r[4], message=r[5],
+        source=r[6], record=_loads(r[7]), retry_data=_loads(r[8]), resolved=bool(r[9]),
+        retried=bool(r[10]), created_at=_dt(r[11]))
+
+
 def _path_from_url(url: str) -> str:
     if url in ("sqlite://", "sqlite:///:memory:"):
         raise ValueError("an in-memory SQLite database cannot be shared by workers; name a file")
@@ -247,6 +254,13 @@ class SQLiteStore(SQLiteAccess, Store):
                 return []
             rows = conn.execute(_Q["attempt_list"], (job_id,)).fetchall()
         return [Attempt(r[0], r[1], r[2], _loads(r[3]), _dt(r[4]), _dt(r[5]), r[6]) for r in rows]
+
+    def job_counts(self, tenant_id: str | None = None,
+                   now: datetime | None = None) -> dict[tuple[str, JobStatus], int]:
+        with self._read() as conn:
+            rows = conn.execute(_Q["job_counts"],
+                                {"tenant_id": tenant_id, "now": self._now(now)}).fetchall()
+        return {(r[0], JobStatus(r[1])): r[2] for r in rows}
 
     # -- jobs: the queue ---------------------------------------------------
     def job_claim_many(self, worker_id: str, kinds: Sequence[str], limit: int, lease_s: float,
@@ -417,10 +431,24 @@ class SQLiteStore(SQLiteAccess, Store):
         with self._read() as conn:
             rows = conn.execute(_Q["job_errors_list"],
                                 (tenant_id, job_id, after_id or "", limit)).fetchall()
-        return [JobErrorRecord(
-            id=r[0], tenant_id=r[1], job_id=r[2], attempt=r[3], code=r[4], message=r[5],
-            source=r[6], record=_loads(r[7]), retry_data=_loads(r[8]), resolved=bool(r[9]),
-            retried=bool(r[10]), created_at=_dt(r[11])) for r in rows]
+        return [_error(r) for r in rows]
+
+    def job_errors_update(self, tenant_id: str, job_id: str, error_ids: Sequence[str], *,
+                          resolved: bool | None = None,
+                          retried: bool | None = None) -> list[JobErrorRecord]:
+        changed: list[JobErrorRecord] = []
+        if not error_ids:
+            return changed
+        flags = {"tenant_id": tenant_id, "job_id": job_id,
+                 "resolved": None if resolved is None else int(resolved),
+                 "retried": None if retried is None else int(retried)}
+        with self._write() as conn:
+            for start in range(0, len(error_ids), 500):
+                chunk = error_ids[start : start + 500]
+                names = {f"e{i}": error_id for i, error_id in enumerate(chunk)}
+                sql = _Q["job_errors_update"].replace("{ids}", ", ".join(f":{n}" for n in names))
+                changed.extend(_error(r) for r in conn.execute(sql, {**flags, **names}))
+        return sorted(changed, key=lambda e: e.id)
 
     def artifact_put(self, artifact: Artifact) -> None:
         a = artifact

@@ -157,6 +157,20 @@ SELECT id, tenant_id, job_id, attempt, code, message, source, record, retry_data
        resolved, retried, created_at
 FROM job_errors WHERE tenant_id = ? AND job_id = ? AND id > ? ORDER BY id LIMIT ?;
 
+-- name: job_errors_update
+-- {ids} is replaced by one placeholder per error id.
+UPDATE job_errors
+SET resolved = coalesce(:resolved, resolved), retried = coalesce(:retried, retried)
+WHERE tenant_id = :tenant_id AND job_id = :job_id AND id IN ({ids})
+RETURNING id, tenant_id, job_id, attempt, code, message, source, record, retry_data,
+          resolved, retried, created_at;
+
+-- name: job_counts
+-- Unexpired jobs per kind and status, of one tenant (or all when :tenant_id is NULL).
+SELECT kind, status, count(*) FROM jobs
+WHERE (:tenant_id IS NULL OR tenant_id = :tenant_id) AND (expires_at IS NULL OR expires_at > :now)
+GROUP BY kind, status;
+
 -- name: artifact_upsert
 INSERT INTO artifacts (tenant_id, job_id, name, blob_key, size, sha256, content_type, created_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
