@@ -19,6 +19,7 @@ from jobdock.errors import JobdockError
 from jobdock.kinds import BUILTIN
 from jobdock.model import Job, JobErrorRecord, JobQuery, JobStatus, Page, Tenant
 from jobdock.store import open_store
+from jobdock.webhooks import Webhooks
 from jobdock.worker import Worker, WorkerStats
 from jobdock.worker.runner import JobFunction
 
@@ -41,6 +42,7 @@ class App:
         self.functions: dict[str, JobFunction] = {}
         self.specs: dict[str, KindSpec] = {}
         self._engine: Engine | None = None
+        self._webhooks: Webhooks | None = None
         self._engine_lock = threading.Lock()
         self._applied_at_start: builtins.list[int] = []
         for spec, function in BUILTIN:
@@ -88,8 +90,16 @@ class App:
                 engine = Engine(store, blobs, self.settings)
                 for spec in self.specs.values():
                     engine.register_kind(spec)
+                self._webhooks = Webhooks(engine)
                 self._engine = engine
             return self._engine
+
+    @property
+    def webhooks(self) -> Webhooks:
+        """Webhook subscriptions; their deliveries are jobs of the `webhook` kind."""
+        self.engine  # noqa: B018 - opens the store and sets up webhooks with the engine
+        assert self._webhooks is not None
+        return self._webhooks
 
     def migrate(self) -> builtins.list[int]:
         """Apply pending migrations; return the versions applied (also those applied when
@@ -103,6 +113,7 @@ class App:
             if self._engine is not None:
                 self._engine.store.close()
                 self._engine = None
+                self._webhooks = None
 
     # -- tenants -----------------------------------------------------------
     def create_tenant(self, name: str, retention_s: int | None = None) -> Tenant:
