@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from jobdock.engine import KindSpec
 from jobdock.kinds.sleep import SleepInput, sleep
+from jobdock.kinds.webhook import MAX_ATTEMPTS, WebhookInput, deliver
 from jobdock.worker.runner import JobFunction
 
 BUILTIN: list[tuple[KindSpec, JobFunction]] = [
     (KindSpec("sleep", max_attempts=1, input_model=SleepInput,
               description="Sleep with progress; honours cancel. For demos and health checks."),
      sleep),
+    (KindSpec("webhook", max_attempts=MAX_ATTEMPTS, timeout_s=60, input_model=WebhookInput,
+              description="Deliver a signed job event to a webhook subscription (Standard"
+              " Webhooks headers); retried with backoff until the receiver answers 2xx."),
+     deliver),
 ]
