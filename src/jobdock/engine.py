@@ -193,8 +193,8 @@ class Engine:
              now: datetime | None = None) -> Page:
         """A page of jobs, newest first; `next_page_token` continues the same query."""
         if not 1 <= query.page_size <= MAX_PAGE_SIZE:
-            raise errors.InvalidInput(f"page_size must be between 1 and {MAX_PAGE_SIZE}",
-                                      [{"field": "page_size", "message": "out of range"}])
+            raise errors.InvalidParameter(f"page_size must be between 1 and {MAX_PAGE_SIZE}",
+                                          [{"field": "page_size", "message": "out of range"}])
         fingerprint = _query_fingerprint(query)
         if page_token:
             query.after_id = _decode_token(page_token, fingerprint)
@@ -433,7 +433,7 @@ def _encode_token(after_id: str, fingerprint: str) -> str:
 
 
 def _decode_token(token: str, fingerprint: str) -> str:
-    bad = errors.InvalidInput(
+    bad = errors.InvalidParameter(
         "page_token is not valid for this query: pass the next_page_token of the previous"
         " page unchanged, with the same filters",
         [{"field": "page_token", "message": "invalid page token"}])

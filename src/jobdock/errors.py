@@ -8,7 +8,8 @@
     │   ├── TenantNotFound
     │   ├── UnknownKind
     │   └── WebhookNotFound
-    ├── InvalidInput                (HTTP 400/422: the caller must change the request)
+    ├── InvalidInput                (HTTP 422: the caller must change the request)
+    │   ├── InvalidParameter        (HTTP 400: a query parameter, filter or page token)
     │   └── TooLarge                (HTTP 413: a body or file over its size limit)
     ├── Conflict                    (HTTP 409)
     │   ├── IllegalTransition
@@ -93,6 +94,14 @@ class InvalidInput(JobdockError):
     def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message, errors=errors or [])
         self.errors = errors or []
+
+
+class InvalidParameter(InvalidInput):
+    """A query parameter (a filter, a page size, a page token) that cannot be used as given.
+
+    The HTTP layer answers 400 for these and 422 for an invalid request body."""
+
+    code = "invalid_parameter"
 
 
 class TooLarge(InvalidInput):

@@ -29,6 +29,7 @@ STATUS: list[tuple[type[errors.JobdockError], int]] = [
     (errors.NotFound, 404),
     (errors.Conflict, 409),
     (errors.TooLarge, 413),
+    (errors.InvalidParameter, 400),
     (errors.InvalidInput, 422),
     (errors.StoreUnavailable, 503),
 ]
@@ -72,12 +73,30 @@ async def _jobdock_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(status, title_of(status), exc.message, exc.code, headers, **extra)
 
 
+_PARAMETER_PLACES = ("query", "path", "header", "cookie")
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 for an invalid body; 400 when only parameters (query, path, headers) are wrong,
+    as for every InvalidParameter. Fields are named without their place."""
     assert isinstance(exc, RequestValidationError)
-    fields = [{"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body",
-               "message": e.get("msg", "invalid")} for e in exc.errors()]
+    fields = []
+    in_body = False
+    for e in exc.errors():
+        loc = list(e.get("loc", ()))
+        if loc and loc[0] == "body":
+            in_body = True
+        if loc and loc[0] in ("body", *_PARAMETER_PLACES):
+            loc = loc[1:]
+        if e.get("type") == "json_invalid":
+            loc = []  # a position in the text, not a field
+        fields.append({"field": ".".join(str(p) for p in loc) or "body",
+                       "message": e.get("msg", "invalid")})
     detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-    return problem(422, title_of(422), f"the request is invalid: {detail}", "invalid_request",
+    if in_body:
+        return problem(422, title_of(422), f"the request is invalid: {detail}",
+                       "invalid_request", errors=fields)
+    return problem(400, title_of(400), f"invalid parameter: {detail}", "invalid_parameter",
                    errors=fields)
 
 
