@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from jobdock.access import Access
 from jobdock.api import files as files_api
+from jobdock.api import files as files_api
 from jobdock.api import problems
 from jobdock.app import App
 from jobdock.blobs.signing import resolve_secret
@@ -44,5 +45,6 @@ def create_api(app: App | None = None, workers: int = 0) -> FastAPI:
     api.state.secret = resolve_secret(the_app.settings.secret_key,
                                       Path(the_app.settings.data_dir) / "secret.key")
     problems.install(api)
+    api.include_router(files_api.router)
     api.include_router(files_api.router)
     return api
