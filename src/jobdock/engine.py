@@ -43,7 +43,7 @@ from jobdock.model import (
     Upload,
     can_transition,
 )
-from jobdock.store import HeartbeatResult, Store
+from jobdock.store import HeartbeatResult, InsertResult, Store
 from jobdock.store.backoff import backoff_s
 
 log = logging.getLogger("jobdock.engine")
@@ -52,6 +52,9 @@ MAX_PAGE_SIZE = 1000
 _TENANT_CACHE_S = 10.0
 _RETRIES_ON_RACE = 5
 _TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+# Most per-record errors one errors retry re-runs; a later retry takes the rest.
+MAX_ERRORS_RETRIED = 10_000
 
 FinishListener = Callable[[Sequence[Job]], None]
 
@@ -101,6 +104,12 @@ class MaintenanceReport:
     uploads_purged: int = 0
 
 
+@dataclass(slots=True)
+class ErrorPage:
+    items: list[JobErrorRecord]
+    next_page_token: str | None
+
+
 class Engine:
     def __init__(self, store: Store, blobs: BlobStore, settings: Settings | None = None) -> None:
         self.store = store
@@ -143,6 +152,12 @@ class Engine:
     def submit_many(self, requests: Sequence[SubmitRequest], tenant: str = "default",
                     now: datetime | None = None) -> list[Job]:
         """Submit jobs in one transaction: all of them or none."""
+        return [r.job for r in self.submit_results(requests, tenant, now)]
+
+    def submit_results(self, requests: Sequence[SubmitRequest], tenant: str = "default",
+                       now: datetime | None = None) -> list[InsertResult]:
+        """As submit_many, telling of each job whether it was created or is the existing
+        job of its idempotency key."""
         if not requests:
             return []
         tenant_row = self.tenant(tenant)
@@ -157,7 +172,12 @@ class Engine:
             results = self.store.job_insert_many(new_jobs)
         except (TypeError, ValueError) as exc:
             raise errors.InvalidInput(f"job input must be JSON: {exc}") from exc
-        return [r.job for r in results]
+        return results
+
+    def validate_input(self, kind: str, value: Any) -> Any:
+        """The input as a job of `kind` would store it: UnknownKind, or InvalidInput whose
+        errors name fields of the input itself."""
+        return _validated_input(self.kind(kind), value)
 
     def _new_job(self, job_id: str, r: SubmitRequest, tenant: Tenant, now: datetime) -> NewJob:
         spec = self.kind(r.kind)
@@ -183,9 +203,12 @@ class Engine:
         )
 
     # -- read --------------------------------------------------------------
-    def get(self, tenant: str, job_id: str, now: datetime | None = None) -> Job:
+    def get(self, tenant: str, job_id: str, now: datetime | None = None,
+            app_id: str | None = None) -> Job:
+        """A job of `tenant`; with `app_id`, only one of that app. A job that is missing,
+        expired, another tenant's or another app's is JobNotFound, all alike."""
         job = self.store.job_get(tenant, job_id, now) if is_id(job_id) else None
-        if job is None:
+        if job is None or (app_id is not None and job.app_id != app_id):
             raise errors.JobNotFound(job_id)
         return job
 
@@ -222,6 +245,70 @@ class Engine:
                limit: int = 1000) -> list[JobErrorRecord]:
         self.get(tenant, job_id)
         return self.store.job_errors_list(tenant, job_id, after_id, limit)
+
+    def error_page(self, tenant: str, job_id: str, page_size: int = 100,
+                   page_token: str | None = None, app_id: str | None = None) -> ErrorPage:
+        """A page of a job's per-record errors in the order they were recorded."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise errors.InvalidParameter(f"page_size must be between 1 and {MAX_PAGE_SIZE}",
+                                          [{"field": "page_size", "message": "out of range"}])
+        self.get(tenant, job_id, app_id=app_id)
+        fingerprint = _fingerprint(["errors", tenant, job_id])
+        after = _decode_token(page_token, fingerprint) if page_token else None
+        found = self.store.job_errors_list(tenant, job_id, after, page_size + 1)
+        if len(found) > page_size:
+            return ErrorPage(found[:page_size], _encode_token(found[page_size - 1].id,
+                                                              fingerprint))
+        return ErrorPage(found, None)
+
+    def resolve_error(self, tenant: str, job_id: str, error_id: str, resolved: bool = True,
+                      app_id: str | None = None) -> JobErrorRecord:
+        """Mark one per-record error resolved (or not); NotFound for an unknown error."""
+        self.get(tenant, job_id, app_id=app_id)
+        changed = self.store.job_errors_update(tenant, job_id, [error_id], resolved=resolved)
+        if not changed:
+            raise errors.NotFound(f"job {job_id!r} has no error {error_id!r}",
+                                  job_id=job_id, error_id=error_id)
+        return changed[0]
+
+    def retry_errors(self, tenant: str, job_id: str, app_id: str | None = None,
+                     limit: int = MAX_ERRORS_RETRIED) -> Job:
+        """Re-run a job's unresolved per-record errors as a new job of the same kind.
+
+        The new job's input is the old one with `retry_of` (the job id) and `records`
+        (the errors' retry data, in order); it carries the label `retry_of`, and the
+        errors are marked retried. Errors that were resolved, already retried, or have
+        no retry data are left out. Asking again after a failure half-way returns the
+        same new job (an idempotency key derived from the errors' ids)."""
+        job = self.get(tenant, job_id, app_id=app_id)
+        pending: list[JobErrorRecord] = []
+        after: str | None = None
+        while len(pending) < limit:
+            batch = self.store.job_errors_list(tenant, job_id, after, MAX_PAGE_SIZE)
+            if not batch:
+                break
+            pending.extend(e for e in batch
+                           if not e.resolved and not e.retried and e.retry_data is not None)
+            after = batch[-1].id
+        pending = pending[:limit]
+        if not pending:
+            raise errors.Conflict(f"job {job_id!r} has no unresolved errors with retry data"
+                                  " to run again", job_id=job_id)
+        base = job.input if isinstance(job.input, dict) else {}
+        new_input = {**base, "retry_of": job_id, "records": [e.retry_data for e in pending]}
+        validated = self.validate_input(job.kind, new_input)
+        if not isinstance(validated, dict) or "records" not in validated:
+            raise errors.InvalidInput(
+                f"kind {job.kind!r} cannot re-run records: its input has no 'records' field",
+                [{"field": "kind", "message": "no 'records' in the kind's input"}])
+        ids = [e.id for e in pending]
+        key = "errors-retry:" + _fingerprint([job_id, *ids])
+        retry = self.submit(SubmitRequest(
+            kind=job.kind, input=new_input, name=job.name, priority=job.priority,
+            labels={**job.labels, "retry_of": job_id}, parent_id=job.parent_id,
+            app_id=job.app_id, idempotency_key=key), tenant)
+        self.store.job_errors_update(tenant, job_id, ids, retried=True)
+        return retry
 
     def upload(self, tenant: str, upload_id: str, app_id: str | None = None,
                now: datetime | None = None) -> Upload:
@@ -278,6 +365,15 @@ class Engine:
         for deleted_id in deleted:
             self.blobs.delete_prefix(f"{tenant}/{deleted_id}")
         return deleted
+
+    # -- probes ------------------------------------------------------------
+    def ping(self) -> None:
+        """Raise a StoreError unless the database answers."""
+        self.store.ping()
+
+    def job_counts(self, tenant: str | None = None) -> dict[tuple[str, JobStatus], int]:
+        """Unexpired jobs per (kind, status), of one tenant or of all."""
+        return self.store.job_counts(tenant)
 
     def _set_status(self, job: Job, target: JobStatus, **changes: Any) -> Job | None:
         if not can_transition(job.status, target):
@@ -424,6 +520,10 @@ def _query_fingerprint(q: JobQuery) -> str:
     parts = [q.tenant_id, q.kinds, q.statuses, q.parent_id, q.app_id, sorted(q.labels.items()),
              q.created_at_gte, q.created_at_lte, q.finished_at_gte, q.finished_at_lte,
              sorted(q.stats_gte.items()), sorted(q.stats_lte.items())]
+    return _fingerprint(parts)
+
+
+def _fingerprint(parts: list[Any]) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
