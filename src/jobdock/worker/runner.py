@@ -32,6 +32,7 @@ from typing import Any
 import jobdock.errors as errors
 from jobdock.engine import Engine
 from jobdock.ids import new_id
+from jobdock.metrics import CLAIM_SECONDS
 from jobdock.model import Completion, Job, JobErrorRecord, Outcome, ProgressUpdate
 from jobdock.worker.context import JobContext
 
@@ -119,7 +120,8 @@ class Worker:
                 self._room.wait(0.1)
                 continue
             try:
-                jobs = self.engine.claim(self.worker_id, self.kinds, room)
+                with CLAIM_SECONDS.time():
+                    jobs = self.engine.claim(self.worker_id, self.kinds, room)
             except errors.StoreError as exc:
                 log.warning("claim failed, retrying: %s", exc)
                 self._stopping.wait(min(poll, 1.0))
