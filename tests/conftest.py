@@ -2,7 +2,8 @@
 
 PostgreSQL tests use JOBDOCK_TEST_PG_URL (default: the local trust-auth server)
 with a schema of their own per test. Without a server they skip loudly, except
-with CI=true, where a missing server fails the run.
+with CI=true, where a missing server fails the run. S3 tests share one moto
+server per session (`moto_s3`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pytest
 
 from jobdock.store import Store, open_store
+
+if TYPE_CHECKING:
+    from tests.moto_server import MotoS3
 
 PG_URL = os.environ.get("JOBDOCK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -88,3 +93,13 @@ def store(database_url: str) -> Iterator[Store]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """A moto S3 server with one bucket, started once per session when a test needs it;
+    boto3 is configured through its usual environment variables while it runs."""
+    # Imported here: boto3 takes a while to load, and most sessions never need S3.
+    from tests.moto_server import run_moto_s3
+
+    yield from run_moto_s3(tmp_path_factory.mktemp("moto") / "moto.log")
