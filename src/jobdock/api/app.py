@@ -10,9 +10,9 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from jobdock.access import Access
+from jobdock.api import admin, problems, ratelimit
 from jobdock.api import files as files_api
 from jobdock.api import files as files_api
-from jobdock.api import problems
 from jobdock.api import webhooks as webhooks_api
 from jobdock.app import App
 from jobdock.blobs.signing import resolve_secret
@@ -46,6 +46,8 @@ def create_api(app: App | None = None, workers: int = 0) -> FastAPI:
     api.state.secret = resolve_secret(the_app.settings.secret_key,
                                       Path(the_app.settings.data_dir) / "secret.key")
     problems.install(api)
+    ratelimit.install(api, the_app.settings)
+    api.include_router(admin.router)
     api.include_router(webhooks_api.router)
     api.include_router(files_api.router)
     api.include_router(files_api.router)
