@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from jobdock.app import App
+from jobdock.cli_admin import apps_cli, keys_cli
 from jobdock.errors import JobdockError
 from jobdock.model import Job
 from jobdock.worker.processes import Supervisor
@@ -29,6 +30,8 @@ cli = typer.Typer(help="jobdock: durable asynchronous jobs that people can watch
                   no_args_is_help=True, pretty_exceptions_enable=False)
 tenants_cli = typer.Typer(help="Create and list tenants.", no_args_is_help=True)
 cli.add_typer(tenants_cli, name="tenants")
+cli.add_typer(apps_cli, name="apps")
+cli.add_typer(keys_cli, name="keys")
 console = Console()
 err_console = Console(stderr=True)
 
