@@ -12,7 +12,6 @@ from fastapi import FastAPI
 from jobdock.access import Access
 from jobdock.api import admin, problems, ratelimit
 from jobdock.api import files as files_api
-from jobdock.api import files as files_api
 from jobdock.api import webhooks as webhooks_api
 from jobdock.app import App
 from jobdock.blobs.signing import resolve_secret
@@ -49,6 +48,5 @@ def create_api(app: App | None = None, workers: int = 0) -> FastAPI:
     ratelimit.install(api, the_app.settings)
     api.include_router(admin.router)
     api.include_router(webhooks_api.router)
-    api.include_router(files_api.router)
     api.include_router(files_api.router)
     return api
