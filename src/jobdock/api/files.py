@@ -330,10 +330,7 @@ def _link(request: Request, engine: Engine, key: str, filename: str) -> files.Li
 # -- jobs' files ---------------------------------------------------------------------
 def _job(engine: Engine, principal: Principal, job_id: str) -> Job:
     """The caller's job; another tenant's or another app's answers like a missing one."""
-    job = engine.get(principal.tenant_id, job_id)
-    if principal.app_id is not None and job.app_id != principal.app_id:
-        raise errors.JobNotFound(job_id)
-    return job
+    return engine.get(principal.tenant_id, job_id, app_id=principal.app_id)
 
 
 @router.get("/jobs/{job_id}/errors/file", response_model=ErrorFileOut)
