@@ -189,6 +189,32 @@ def test_reading_stops_at_the_limit(client: TestClient, make_key: MakeKey, jd: A
     assert blob_files(jd) == []
 
 
+def test_a_client_that_goes_away_mid_upload_leaves_nothing(
+        client: TestClient, make_key: MakeKey, jd: App) -> None:
+    key = make_key("acme")
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b"x" * 1000, "more_body": True},
+        {"type": "http.disconnect"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/uploads",
+             "raw_path": b"/v1/uploads", "query_string": b"name=a.bin", "root_path": "",
+             "headers": [(b"host", b"testserver"), (b"authorization", f"Bearer {key}".encode())],
+             "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
+    anyio.run(client.app, scope, receive, send)
+
+    assert sent[0]["status"] == 422
+    assert b"went away" in sent[1]["body"]
+    assert blob_files(jd) == []
+
+
 def test_a_client_path_is_reduced_to_its_file_name(client: TestClient,
                                                    make_key: MakeKey, jd: App) -> None:
     key = make_key("acme")

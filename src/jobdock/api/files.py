@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect
 
 import jobdock.errors as errors
 import jobdock.files as files
@@ -128,9 +129,14 @@ async def create_upload(
         raise errors.InvalidInput("the upload needs a file name: give ?name=, or a filename in"
                                   " the multipart part's Content-Disposition",
                                   [{"field": "name", "message": "missing"}])
-    upload = await _in_thread(request, lambda pulled: files.create_upload(
-        engine, principal.tenant_id, filename, pulled, content_type=content_type,
-        app_id=principal.app_id, max_bytes=limit), chunks)
+    try:
+        upload = await _in_thread(request, lambda pulled: files.create_upload(
+            engine, principal.tenant_id, filename, pulled, content_type=content_type,
+            app_id=principal.app_id, max_bytes=limit), chunks)
+    except ClientDisconnect:
+        # Nobody is left to answer; this keeps a routine event out of the error log.
+        raise errors.InvalidInput("the client went away before the upload was complete;"
+                                  " nothing was kept") from None
     response.headers["Location"] = f"/v1/uploads/{upload.id}"
     return _upload_out(upload)
 
