@@ -412,9 +412,13 @@ def test_complete_released_gives_the_attempt_back(kit: Kit) -> None:
     job = kit.claim_one(kit.add())
     assert kit.complete(job, Outcome.RELEASED, at=5)
     stored = kit.get(job, at=5)
-    assert (stored.status, stored.attempt, stored.lease_expires_at) == (S.QUEUED, 0, None)
+    assert (stored.status, stored.attempt, stored.lease_expires_at) == (S.QUEUED, 1, None)
+    assert stored.max_attempts == job.max_attempts + 1
     [again] = kit.claim(at=5)
-    assert (again.id, again.attempt) == (job.id, 1)
+    assert (again.id, again.attempt) == (job.id, 2)
+    # The first claim's release, delivered twice, cannot free the second claim.
+    assert not kit.complete(job, Outcome.RELEASED, at=6)
+    assert kit.get(job, at=6).status is S.RUNNING
 
 
 def test_release_of_a_job_asked_to_cancel_cancels_it(kit: Kit) -> None:

@@ -142,21 +142,21 @@ class Lifecycle(RuleBasedStateMachine):
     # -- helpers -------------------------------------------------------------
     def live(self, claim: Claim) -> bool:
         expected = self.jobs.get(claim.job.id)
-        return (claim not in self.released and expected is not None
-                and expected.status in ACTIVE and expected.attempt == claim.job.attempt)
+        return (expected is not None and expected.status in ACTIVE
+                and expected.attempt == claim.job.attempt)
 
     def held_claims(self) -> list[Claim]:
         """Claims whose worker still thinks it holds the job (it did not give it back).
 
-        A released attempt's number is handed out again by the next claim, so the
-        releasing worker must not use it any more."""
+        A released attempt is not held any more; its number is never handed out
+        again, so anything sent for it later is stale and refused."""
         return [c for c in self.claims if c not in self.released]
 
     def live_claims(self) -> list[Claim]:
         return [c for c in self.claims if self.live(c)]
 
     def stale_claims(self) -> list[Claim]:
-        return [c for c in self.claims if c not in self.released and not self.live(c)]
+        return [c for c in self.claims if not self.live(c)]
 
     def overtaken_claims(self) -> list[Claim]:
         """Stale claims of jobs that run again under a newer attempt: the dangerous ones."""
@@ -183,9 +183,8 @@ class Lifecycle(RuleBasedStateMachine):
         else:
             expected.status = S.QUEUED
         if outcome is Outcome.RELEASED:
-            expected.attempt -= 1
+            expected.max_attempts += 1  # the try is given back; the number is not
             self.released.add(claim)
-            self.may_lower_attempt.add(claim.job.id)
 
     # -- rules ---------------------------------------------------------------
     @rule(tenant=st.sampled_from(TENANTS), n=st.integers(1, 3), delayed=st.booleans(),

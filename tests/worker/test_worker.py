@@ -186,5 +186,7 @@ def test_stop_gives_back_jobs_that_did_not_start(app: App, running: Any) -> None
                          for j in jobs))
     statuses = [app.get(j.id) for j in jobs]
     released = [j for j in statuses if j.status is JobStatus.QUEUED]
-    assert all(j.attempt == 0 for j in released)
+    # Never claimed (attempt 0) or given back (attempt 1, one more try): no try consumed.
+    assert all(j.max_attempts - j.attempt == 3 for j in released), released
+    assert any(j.attempt == 1 for j in released)
     assert sum(j.status is JobStatus.SUCCEEDED for j in statuses) >= 4

@@ -333,7 +333,10 @@ WITH clock AS (
         error = CASE WHEN r.outcome = 'released' THEN j.error ELSE r.error::jsonb END,
         stats = COALESCE(r.stats::jsonb, j.stats),
         progress = COALESCE(r.progress::jsonb, j.progress),
-        attempt = CASE WHEN r.outcome = 'released' THEN j.attempt - 1 ELSE j.attempt END,
+        -- A release gives the try back without reusing the attempt number, which
+        -- stays the fence: a duplicated release cannot free a later claim.
+        max_attempts = CASE WHEN r.outcome = 'released' THEN j.max_attempts + 1
+                            ELSE j.max_attempts END,
         run_at = CASE
                      WHEN h.target <> 'queued' THEN j.run_at
                      WHEN r.outcome = 'retry' THEN COALESCE(r.retry_at, clock.now)

@@ -86,10 +86,12 @@ RETURNING started_at, worker_id;
 
 -- name: job_release
 -- A worker gives back an attempt it did not run (shutdown); a job asked to
--- cancel meanwhile is canceled rather than queued again.
+-- cancel meanwhile is canceled rather than queued again. The try is given back
+-- through max_attempts: the attempt number never goes down, as it is the fence
+-- (a duplicated release must not free a later claim of the same job).
 UPDATE jobs
 SET status = CASE status WHEN 'canceling' THEN 'canceled' ELSE 'queued' END,
-    attempt = attempt - 1, run_at = CASE status WHEN 'canceling' THEN run_at ELSE :now END,
+    max_attempts = max_attempts + 1, run_at = CASE status WHEN 'canceling' THEN run_at ELSE :now END,
     finished_at = CASE status WHEN 'canceling' THEN :now END,
     expires_at = CASE status WHEN 'canceling' THEN :now + retention_s END,
     updated_at = :now, lease_expires_at = NULL,
