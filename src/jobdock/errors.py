@@ -134,10 +134,10 @@ class IllegalTransition(Conflict):
 class IdempotencyConflict(Conflict):
     code = "idempotency_conflict"
 
-    def __init__(self, key: str, job_id: str) -> None:
+    def __init__(self, key: str, job_id: str, differing: str = "input") -> None:
         super().__init__(
-            f"idempotency key {key!r} was already used for job {job_id!r} with another input;"
-            " use a new key for a different job",
+            f"idempotency key {key!r} was already used for job {job_id!r} with another"
+            f" {differing}; use a new key for a different job",
             idempotency_key=key,
             job_id=job_id,
         )
