@@ -10,9 +10,10 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from jobdock.access import Access
-from jobdock.api import admin, problems, ratelimit
+from jobdock.api import admin, health, native, openapi, problems, ratelimit
 from jobdock.api import files as files_api
 from jobdock.api import webhooks as webhooks_api
+from jobdock.api.limits import BodyLimits
 from jobdock.app import App
 from jobdock.blobs.signing import resolve_secret
 from jobdock.worker import Worker
@@ -49,4 +50,9 @@ def create_api(app: App | None = None, workers: int = 0) -> FastAPI:
     api.include_router(admin.router)
     api.include_router(webhooks_api.router)
     api.include_router(files_api.router)
+    api.include_router(native.router)
+    api.include_router(health.router)
+    api.add_middleware(BodyLimits, max_bytes=the_app.settings.max_body_bytes)
+    api.add_middleware(health.RequestMetrics)  # outermost: times every answer
+    openapi.install(api)
     return api

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from jobdock.access import Access, Principal
 from jobdock.app import App
 from jobdock.engine import Engine
+from jobdock.model import Job
 
 
 def get_app(request: Request) -> App:
@@ -54,6 +55,12 @@ def scope(name: str) -> Callable[[Request], Principal]:
 
     require.__name__ = f"require_{name.replace(':', '_')}"
     return require
+
+
+def visible_job(engine: Engine, principal: Principal, job_id: str) -> Job:
+    """The caller's job. One that is missing, expired, another tenant's or (for an app's
+    key) another app's is JobNotFound, all alike: nobody learns of jobs they may not see."""
+    return engine.get(principal.tenant_id, job_id, app_id=principal.app_id)
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
