@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 import warnings
@@ -87,10 +86,16 @@ def test_unique_after_fork() -> None:
     assert {c[8:18] for c in child} != {p[8:18] for p in parent_after}, "new process bytes"
 
 
-@pytest.mark.xfail(strict=True, reason="the 3-byte counter wraps: ids of one second made"
-                   " across the wrap do not increase (a process meets it every 2**24 ids)")
-def test_ids_of_one_second_increase_across_a_counter_wrap(
+def test_ids_keep_increasing_when_a_second_runs_out_of_counter_values(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ids, "_counter", itertools.count(0xFFFFFF))
-    batch = new_ids(2, NOW)
-    assert batch == sorted(batch)
+    monkeypatch.setattr(ids, "_second", int(NOW))
+    monkeypatch.setattr(ids, "_count", (1 << 24) - 1)
+    batch = new_ids(3, NOW)
+    assert batch == sorted(batch) and len(set(batch)) == 3
+    assert id_time(batch[-1]) == int(NOW) + 1
+
+
+def test_ids_do_not_go_back_with_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = new_id()
+    monkeypatch.setattr(ids.time, "time", lambda: NOW - 10 ** 6)
+    assert new_id() > first
