@@ -21,6 +21,13 @@ from typing import Any
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The jobdock source under test: a snapshot of a commit made by bench/run.py, so
+# that colleagues' unsaved edits in the work tree never leak into a run. Unset,
+# the editable install (the work tree) is used.
+JOBDOCK_SRC = os.environ.get("BENCH_JOBDOCK_SRC", "")
+if JOBDOCK_SRC and JOBDOCK_SRC not in sys.path:
+    sys.path.insert(0, JOBDOCK_SRC)
 OUT = ROOT / "bench" / "out"
 LOGS = OUT / "logs"
 VENV_BIN = ROOT / ".bench-venv" / "bin"
@@ -151,7 +158,8 @@ class Workers:
     def __init__(self, cmds: Sequence[Sequence[str]], env: dict[str, str], label: str) -> None:
         LOGS.mkdir(parents=True, exist_ok=True)
         self.procs: list[subprocess.Popen[bytes]] = []
-        full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+        path = os.pathsep.join(p for p in (JOBDOCK_SRC, str(ROOT)) if p)
+        full_env = {**os.environ, **env, "PYTHONPATH": path}
         for n, cmd in enumerate(cmds):
             logf = open(LOGS / f"{label}.{n}.log", "wb")  # noqa: SIM115 (closed with the process)
             proc = subprocess.Popen(

@@ -19,6 +19,9 @@ from bench.workloads import measure_all
 
 async def main() -> None:
     c.ensure_bench_db()
+    import jobdock
+
+    log(f"jobdock from {jobdock.__file__}")
     queues = [Jobdock("sqlite"), Jobdock("postgresql"), Procrastinate(), PgQueuer()]
     results = await measure_all(queues)
     path = c.save(results, "queues")

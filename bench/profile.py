@@ -123,7 +123,8 @@ def summarise_wall(stacks: list[tuple[list[str], int]], top: int = 8) -> dict[st
 
 
 def record(q: Jobdock, raw: Path, extra: list[str]) -> float:
-    env = {**os.environ, **q.env, "PYTHONPATH": str(c.ROOT)}
+    path = os.pathsep.join(p for p in (c.JOBDOCK_SRC, str(c.ROOT)) if p)
+    env = {**os.environ, **q.env, "PYTHONPATH": path}
     cmd = [str(c.VENV_BIN / "py-spy"), "record", *extra, "-r", str(RATE), "-f", "raw"]
     cmd += ["-o", str(raw), "--", *q.worker_cmd(burst=True)]
     t0 = time.perf_counter()

@@ -53,9 +53,7 @@ def machine() -> dict[str, str]:
     cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
     meminfo = Path("/proc/meminfo").read_text().splitlines()
     mem_kb = next((int(ln.split()[1]) for ln in meminfo if ln.startswith("MemTotal:")), 0)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=c.ROOT, capture_output=True, text=True
-    ).stdout.strip()
+    meta = load("meta") or {}
     versions = {}
     for name in ("procrastinate", "pgqueuer", "psycopg", "asyncpg"):
         try:
@@ -71,9 +69,24 @@ def machine() -> dict[str, str]:
         "python": platform.python_version(),
         "postgresql": c.pg_version(),
         "sqlite": __import__("sqlite3").sqlite_version,
-        "jobdock commit": commit,
+        "jobdock measured": meta.get("jobdock", "?"),
         **versions,
     }
+
+
+def snapshot(ref: str) -> tuple[str, Path]:
+    """Export `ref`'s src/ to bench/out/src-<commit>/ (once) and return (commit, its src dir)."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=c.ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    dest = c.OUT / f"src-{commit}"
+    if not (dest / "src" / "jobdock").is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", commit, "src"], cwd=c.ROOT, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return commit, dest / "src"
 
 
 def busy_share(seconds: float = 1.0) -> float:
@@ -302,9 +315,10 @@ def profile_text() -> str:
 
 def report() -> str:
     m = machine()
-    if BUSY:
+    busy = (load("meta") or {}).get("busy", {})
+    if busy:
         m["CPU busy in the second before each step"] = ", ".join(
-            f"{k} {v:.0%}" for k, v in BUSY.items()
+            f"{k} {v:.0%}" for k, v in busy.items()
         )
     info = "\n".join(f"- {k}: {v}" for k, v in m.items())
     parts = [
@@ -328,6 +342,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--skip", action="append", default=[], choices=list(STEPS))
     parser.add_argument("--report-only", action="store_true", help="only print the table")
+    parser.add_argument(
+        "--ref",
+        default="HEAD",
+        help="jobdock commit to measure (exported from git); 'worktree' for the work tree as it is",
+    )
     args = parser.parse_args()
     if args.quick:
         os.environ.update(QUICK)
@@ -338,6 +357,12 @@ def main() -> None:
                 setattr(c, attr, int(v))
     c.ensure_bench_db()
     if not args.report_only:
+        measured = "the work tree as it was (uncommitted edits included)"
+        if args.ref != "worktree":
+            commit, src = snapshot(args.ref)
+            os.environ["BENCH_JOBDOCK_SRC"] = c.JOBDOCK_SRC = str(src)
+            measured = f"commit {commit} (exported with git archive)"
+            c.log(f"measuring jobdock {commit} (exported to {src})")
         for step, module in STEPS.items():
             if step in args.skip:
                 continue
@@ -354,6 +379,7 @@ def main() -> None:
                     break
             else:
                 c.log(f"{step} failed; its figures are missing from the table")
+        (c.OUT / "meta.json").write_text(json.dumps({"jobdock": measured, "busy": BUSY}))
     text = report()
     (c.OUT / "report.md").write_text(text + "\n")
     print(text)
