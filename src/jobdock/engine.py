@@ -265,7 +265,8 @@ class Engine:
                       app_id: str | None = None) -> JobErrorRecord:
         """Mark one per-record error resolved (or not); NotFound for an unknown error."""
         self.get(tenant, job_id, app_id=app_id)
-        changed = self.store.job_errors_update(tenant, job_id, [error_id], resolved=resolved)
+        changed = (self.store.job_errors_update(tenant, job_id, [error_id], resolved=resolved)
+                   if is_id(error_id) else [])
         if not changed:
             raise errors.NotFound(f"job {job_id!r} has no error {error_id!r}",
                                   job_id=job_id, error_id=error_id)
