@@ -18,7 +18,7 @@ import hmac
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import jobdock.errors as errors
@@ -89,6 +89,8 @@ def job_query(tenant_id: str, items: Iterable[tuple[str, str]], max_page_size: i
         if name in values:
             raise bad_parameter(name, "given more than once; list several values"
                                 " comma-separated in a *_in parameter")
+        if "\x00" in value:
+            raise bad_parameter(name, "must not contain NUL characters")
         if label := _LABEL.match(name):
             query.labels[label.group(1)] = value
             values[name] = value
@@ -213,6 +215,6 @@ def _time(values: dict[str, str], name: str) -> datetime | None:
         raise bad_parameter(name, f"{value!r} is not an RFC 3339 time with an offset,"
                             " e.g. 2026-01-02T03:04:05Z")
     try:
-        return datetime.fromisoformat(text.upper())
-    except ValueError:
+        return datetime.fromisoformat(text.upper()).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise bad_parameter(name, f"{value!r} is not a valid time") from None

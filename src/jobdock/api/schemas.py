@@ -6,17 +6,21 @@ times sent may carry any offset but must carry one.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
     StringConstraints,
     WithJsonSchema,
+    field_validator,
 )
 
 from jobdock.engine import KindSpec
@@ -42,6 +46,7 @@ MAX_LABELS = 64
 JOB_ID_PATTERN = r"^[0-9a-f]{24}$"
 LABEL_NAME_PATTERN = r"^[A-Za-z0-9_.:/-]{1,128}$"
 _INT32 = 2**31 - 1
+MAX_DEPTH = 100
 _TEN_YEARS_S = 10 * 366 * 86_400
 
 
@@ -56,9 +61,42 @@ Time = Annotated[
     WithJsonSchema({"type": "string", "format": "date-time",
                     "examples": ["2026-01-02T03:04:05.000000Z"]}),
 ]
+def _utc_time(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("time out of range") from None
+
+
+def storable(value: Any) -> Any:
+    """`value` if every store can keep it and give it back as JSON (PostgreSQL refuses
+    what SQLite would keep and then fail to answer): no NaN or infinity,
+    no NUL character or unpaired surrogate in a string, at most MAX_DEPTH levels deep."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError("a string holds a NUL character (\\u0000)")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("a string holds an unpaired surrogate") from None
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("NaN and Infinity are not JSON")
+        elif isinstance(item, dict):
+            stack.extend((part, depth + 1) for pair in item.items() for part in pair)
+        elif isinstance(item, list):
+            stack.extend((part, depth + 1) for part in item)
+    return value
+
+
 JobId = Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN)]
 LabelName = Annotated[str, StringConstraints(pattern=LABEL_NAME_PATTERN)]
 LabelValue = Annotated[str, StringConstraints(max_length=1024)]
+InTime = Annotated[AwareDatetime, AfterValidator(_utc_time)]
 
 
 # -- requests ----------------------------------------------------------------------
@@ -78,7 +116,7 @@ class SubmitIn(BaseModel):
         " digits and `_ . : / -`")
     priority: int | None = Field(None, ge=-_INT32, le=_INT32,
                                  description="higher runs first within the tenant")
-    run_at: AwareDatetime | None = Field(None, description="not before this time (RFC 3339)")
+    run_at: InTime | None = Field(None, description="not before this time (RFC 3339)")
     max_attempts: int | None = Field(None, ge=1, le=1000)
     timeout_s: float | None = Field(None, gt=0, le=_TEN_YEARS_S,
                                     description="an attempt running longer is stopped")
@@ -86,11 +124,17 @@ class SubmitIn(BaseModel):
                                     description="keep the finished job this long")
     parent_id: JobId | None = Field(None, description="a job of the caller to attach this to")
 
+    @field_validator("input", "name", "labels")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return storable(value)
+
 
 class ResolveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    resolved: bool = Field(True, description="false marks a resolved error unresolved again")
+    resolved: StrictBool = Field(True,
+                                 description="false marks a resolved error unresolved again")
 
 
 # -- responses ---------------------------------------------------------------------
