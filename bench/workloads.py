@@ -193,17 +193,20 @@ WORKLOADS: list[Workload] = [bulk, one_by_one, empty_run, drain_1, drain_2, late
 async def measure_all(queues: Sequence[Queue]) -> list[Result]:
     """Every workload on every queue, interleaved; a queue that fails keeps its other figures."""
     results = [Result(system=q.name, backend=q.backend) for q in queues]
-    for workload in WORKLOADS:
-        for queue, r in zip(queues, results, strict=True):
-            try:
-                await workload(queue, r)
-            except Exception as exc:  # one failure must not cost the whole run
-                r.notes.append(f"{workload.__name__} failed: {exc!r}")
-                log(f"{queue.label}: {workload.__name__} FAILED: {exc!r}")
-    for queue, r in zip(queues, results, strict=True):
+    try:
+        for workload in WORKLOADS:
+            for queue, r in zip(queues, results, strict=True):
+                try:
+                    await workload(queue, r)
+                except Exception as exc:  # one failure must not cost the whole run
+                    r.notes.append(f"{workload.__name__} failed: {exc!r}")
+                    log(f"{queue.label}: {workload.__name__} FAILED: {exc!r}")
+    finally:
+        for queue in queues:
+            await queue.close()
+    for r in results:
         # (e) peak RSS of one worker process over every run above.
         r.rss_peak_mb = max(r.details.get("rss", []), default=None)
-        await queue.close()
     return results
 
 
