@@ -26,9 +26,9 @@ lint: $(STAMP)
 
 check: lint test
 
-bench:
+bench:  ## jobdock vs Procrastinate and PgQueuer (PostgreSQL on 127.0.0.1, db "bench"; ~7 min)
 	bash bench/setup.sh
-	.bench-venv/bin/python bench/run.py
+	.bench-venv/bin/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .jobdock .pytest_cache .mypy_cache .ruff_cache
