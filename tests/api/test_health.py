@@ -132,7 +132,10 @@ def test_openapi_lists_every_route_with_its_answers(client: TestClient) -> None:
             assert {"401", "403"} <= set(operation["responses"])
         else:
             assert operation["security"] == []
-    assert "422" in paths["/v1/jobs"]["post"]["responses"]
+    submit = paths["/v1/jobs"]["post"]["responses"]
+    assert "Location" in submit["201"]["headers"]
+    assert {"Location", "Idempotent-Replayed"} <= set(submit["200"]["headers"])
+    assert "422" in submit
     assert "400" in paths["/v1/jobs"]["get"]["responses"]
     assert "422" not in paths["/v1/jobs"]["get"]["responses"]  # parameters are 400s
     listed = {p["name"] for p in paths["/v1/jobs"]["get"]["parameters"]}

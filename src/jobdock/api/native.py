@@ -107,9 +107,16 @@ PageToken = Annotated[str | None, Query(
 
 
 # -- submit ------------------------------------------------------------------------
+_LOCATION = {"Location": {"description": "the job's URL", "schema": {"type": "string"}}}
+_REPLAYED = {"Idempotent-Replayed": {"description": "`true`: an earlier submit's job",
+                                     "schema": {"type": "string", "enum": ["true"]}}}
+
+
 @router.post("/jobs", status_code=201, response_model=JobOut, tags=["jobs"],
-             responses={200: {"model": JobOut, "description": "replayed: the job submitted"
-                              " earlier with this Idempotency-Key and the same body"},
+             responses={201: {"description": "submitted", "headers": _LOCATION},
+                        200: {"model": JobOut, "description": "replayed: the job submitted"
+                              " earlier with this Idempotency-Key and the same body",
+                              "headers": {**_LOCATION, **_REPLAYED}},
                         **problem_responses(409, 413, 415, 422)})
 def submit_job(
     body: SubmitIn, response: Response, principal: Writer, engine: EngineDep,
@@ -319,7 +326,9 @@ def job_errors(job_id: str, request: Request, principal: Reader, engine: EngineD
 
 
 @router.post("/jobs/{job_id}/errors/retry", status_code=201, response_model=JobOut,
-             tags=["errors"], responses=problem_responses(404, 409, 422))
+             tags=["errors"], responses={
+                 201: {"description": "the new job", "headers": _LOCATION},
+                 **problem_responses(404, 409, 422)})
 def retry_errors(job_id: str, response: Response, principal: Writer,
                  engine: EngineDep) -> JobOut:
     """Re-run the unresolved errors' records: a new job of the same kind whose input is
