@@ -8,8 +8,6 @@ import logging
 import os
 import signal
 import sys
-import threading
-import time
 from dataclasses import asdict
 from datetime import datetime
 from types import FrameType
@@ -17,7 +15,6 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from jobdock.app import App
@@ -253,51 +250,23 @@ def tenants_list(app: AppOption = None) -> None:
 @cli.command()
 def demo(
     jobs: Annotated[int, typer.Option(min=1, max=50, help="how many sleep jobs")] = 6,
+    serve: Annotated[bool, typer.Option(help="run them over the HTTP API, then keep serving;"
+                                        " --no-serve: Python API and an in-process worker")]
+    = True,
+    host: Annotated[str, typer.Option(help="address the API listens on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8750,
+    once: Annotated[bool, typer.Option(help="stop serving when the sample jobs are done")]
+    = False,
     app: AppOption = None,
 ) -> None:
-    """Submit sample `sleep` jobs, run them on an embedded worker and watch them finish."""
+    """Run sample `sleep` jobs (one fails, one is canceled) and watch them finish."""
+    from jobdock import demo as demo_module
+
     the_app = load_app(app)
-    console.print(f"[bold]jobdock demo[/bold] on {the_app.settings.database_url}")
-    submitted = [the_app.submit("sleep", {"seconds": 1.0 + 0.3 * i},
-                                name=f"demo sleep {i + 1}") for i in range(jobs)]
-    failing = the_app.submit("sleep", {"seconds": 0.5, "fail": True}, name="demo failure")
-    to_cancel = the_app.submit("sleep", {"seconds": 30}, name="demo cancel")
-    watched = [*submitted, failing, to_cancel]
-    the_worker = the_app.worker(concurrency=4)
-    thread = threading.Thread(target=the_worker.run, daemon=True)
-    thread.start()
-    _watch(the_app, watched, cancel_after_s=1.5)
-    the_worker.stop()
-    thread.join()
-    table = Table("id", "name", "status", "attempt", "result / error")
-    for job in (the_app.get(j.id) for j in watched):
-        table.add_row(job.id, job.name or "", job.status.value, str(job.attempt),
-                      json.dumps(job.result if job.error is None else job.error))
-    console.print(table)
-
-
-def _watch(app: App, jobs: list[Job], cancel_after_s: float) -> None:
-    """Progress bars until every job is terminal; cancels the last job on the way."""
-    start = time.monotonic()
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        tasks = {j.id: progress.add_task(j.name or j.id, total=1.0, status="queued")
-                 for j in jobs}
-        canceled = False
-        while True:
-            current = [app.get(j.id) for j in jobs]
-            for job in current:
-                done = float(job.progress.get("done") or 0)
-                total = float(job.progress.get("total") or 1) or 1.0
-                progress.update(tasks[job.id], completed=1.0 if job.terminal else done / total,
-                                status=job.status.value)
-            if all(job.terminal for job in current):
-                return
-            if not canceled and time.monotonic() - start > cancel_after_s:
-                app.cancel(jobs[-1].id)
-                canceled = True
-            time.sleep(0.1)
+    if serve:
+        demo_module.run_served(the_app, jobs, host, port, once, console)
+    else:
+        demo_module.run_in_process(the_app, jobs, console)
 
 
 def main() -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -65,8 +67,18 @@ def test_tenants_cancel_retry_delete(tmp_path: Path) -> None:
 
 
 def test_demo_shows_jobs_finishing(tmp_path: Path) -> None:
-    out = run(tmp_path, "demo", "--jobs", "2").stdout
+    out = run(tmp_path, "demo", "--jobs", "2", "--no-serve").stdout
     assert out.count("succeeded") >= 2 and "failed" in out and "canceled" in out
+
+
+def test_served_demo_runs_its_jobs_over_http(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = run(tmp_path, "demo", "--jobs", "1", "--once", "--port", str(port)).stdout
+    assert f"API on http://127.0.0.1:{port}" in out
+    assert "succeeded" in out and "failed" in out and "canceled" in out
+    assert re.search(r"jdk_[0-9a-f]{12}_[0-9a-f]{48}", out)
 
 
 def test_supervisor_restarts_a_killed_worker_process(tmp_path: Path) -> None:
