@@ -28,17 +28,29 @@ class JobContext:
     """
 
     def __init__(self, job: Job, worker: Worker) -> None:
+        # A worker makes one of these per claimed job, on its claim loop, which is
+        # the worker's busiest thread: keep this cheap. Counters and progress are
+        # copied from the job on their first change, the logger is made on first
+        # use, and cancellation is a flag under the worker's shared condition
+        # rather than a threading.Event per job.
         self.job = job
         self._worker = worker
-        self._lock = threading.Lock()
-        self._stats: dict[str, int] = dict(job.stats)
-        self._progress: dict[str, Any] = dict(job.progress)
+        self._lock = threading.Lock()  # counters and progress: job thread vs flusher
+        self._stats: dict[str, int] | None = None  # None: still the job's, unchanged
+        self._progress: dict[str, Any] | None = None
         self._dirty = False
-        self._cancel = threading.Event()
+        self._cancelled = False  # written under worker._cancel_cond
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
         self.lost = False  # the lease was lost: whatever this attempt does next is refused
         self.timed_out = False
-        self.log = logging.LoggerAdapter(logging.getLogger(f"jobdock.job.{job.kind}"),
-                                         {"job_id": job.id, "attempt": job.attempt})
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger of the job's kind that adds the job id and attempt to each record."""
+        if self._log is None:
+            self._log = logging.LoggerAdapter(logging.getLogger(f"jobdock.job.{self.job.kind}"),
+                                              {"job_id": self.job.id, "attempt": self.job.attempt})
+        return self._log
 
     @property
     def engine(self) -> Engine:
@@ -49,25 +61,33 @@ class JobContext:
     @property
     def cancelled(self) -> bool:
         """True once the job was asked to stop (cancel, timeout, lost lease, shutdown)."""
-        return self._cancel.is_set()
+        return self._cancelled
 
     def raise_if_cancelled(self) -> None:
-        if self._cancel.is_set():
+        if self._cancelled:
             raise JobCanceled("timed out" if self.timed_out else "job was canceled")
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to `seconds`, waking early on cancel; True when cancelled."""
-        return self._cancel.wait(seconds)
+        # One condition serves every job of the worker: a cancel wakes all the
+        # jobs that wait, and each goes back to sleep unless it is the one.
+        with self._worker._cancel_cond:
+            return self._worker._cancel_cond.wait_for(lambda: self._cancelled, seconds)
 
     def _request_cancel(self) -> None:
-        self._cancel.set()
+        with self._worker._cancel_cond:
+            self._cancelled = True
+            self._worker._cancel_cond.notify_all()
 
     # -- counters and progress ---------------------------------------------
     def count(self, **counters: int) -> None:
         """Add to named counters (read, success, errors, ...)."""
         with self._lock:
+            stats = self._stats
+            if stats is None:
+                stats = self._stats = dict(self.job.stats)
             for name, value in counters.items():
-                self._stats[name] = self._stats.get(name, 0) + value
+                stats[name] = stats.get(name, 0) + value
             self._dirty = True
 
     def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
@@ -88,7 +108,7 @@ class JobContext:
     @property
     def stats(self) -> dict[str, int]:
         with self._lock:
-            return dict(self._stats)
+            return dict(self.job.stats if self._stats is None else self._stats)
 
     def _take_progress(self) -> tuple[dict[str, int], dict[str, Any]] | None:
         """Counters and progress if they changed since the last call (for the flusher)."""
@@ -96,12 +116,16 @@ class JobContext:
             if not self._dirty:
                 return None
             self._dirty = False
-            return dict(self._stats), dict(self._progress)
+            return (dict(self.job.stats if self._stats is None else self._stats),
+                    dict(self.job.progress if self._progress is None else self._progress))
 
     def _snapshot(self) -> tuple[dict[str, int] | None, dict[str, Any] | None]:
+        """Counters and progress at the attempt's end, each None when it never changed."""
         with self._lock:
-            return (dict(self._stats) if self._stats != self.job.stats else None,
-                    dict(self._progress) if self._progress != self.job.progress else None)
+            stats, progress = self._stats, self._progress
+            return (dict(stats) if stats is not None and stats != self.job.stats else None,
+                    dict(progress) if progress is not None and progress != self.job.progress
+                    else None)
 
     # -- per-record errors -------------------------------------------------
     def error(self, message: str, code: str | None = None, source: str | None = None,

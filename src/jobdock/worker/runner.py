@@ -16,8 +16,6 @@ Threads of one worker process:
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import inspect
 import logging
 import os
@@ -48,7 +46,7 @@ class Held:
 
     job: Job
     ctx: JobContext
-    started: float | None = None  # monotonic time the function started
+    started: float | None = None  # monotonic time the function started (jobs with a timeout)
     reported: bool = False  # a completion was already buffered (e.g. on timeout)
 
 
@@ -80,7 +78,9 @@ class Worker:
         self.shutdown_grace_s = shutdown_grace_s
         self.stats = WorkerStats()
         self._held: dict[str, Held] = {}
+        self._timed: dict[str, Held] = {}  # the held jobs that have a timeout
         self._held_lock = threading.Lock()
+        self._cancel_cond = threading.Condition()  # JobContext.wait() and cancel requests
         self._ready: queue.SimpleQueue[Held | object] = queue.SimpleQueue()
         self._room = threading.Event()
         self._completions: list[Completion] = []
@@ -90,7 +90,7 @@ class Worker:
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._flushed = threading.Event()
-        self._rate = _Rate()
+        self._rate = _Rate(min_jobs=2 * concurrency)
         self._threads: list[threading.Thread] = []
 
     # -- public ------------------------------------------------------------
@@ -138,9 +138,11 @@ class Worker:
 
         Fast jobs get large batches (few round trips); slow jobs are not hoarded,
         so other workers can take them."""
-        target = max(self.concurrency * 2, int(self._rate.per_second() * 0.2))
+        held = self._held_count()
+        rate = self._rate.per_second(self.stats.claimed - held)
+        target = max(self.concurrency * 2, int(rate * 0.2))
         target = min(target, self.settings.claim_batch + self.concurrency)
-        return min(target - self._held_count(), self.settings.claim_batch)
+        return min(target - held, self.settings.claim_batch)
 
     def _held_count(self) -> int:
         with self._held_lock:
@@ -152,6 +154,8 @@ class Worker:
             for job in jobs:
                 held = Held(job, JobContext(job, self))
                 self._held[job.id] = held
+                if job.timeout_s:
+                    self._timed[job.id] = held
                 self._ready.put(held)
 
     # -- running -----------------------------------------------------------
@@ -169,10 +173,13 @@ class Worker:
     def _run_one(self, held: Held) -> None:
         job, ctx = held.job, held.ctx
         function = self.functions[job.kind]
-        held.started = time.monotonic()
+        if job.timeout_s:
+            held.started = time.monotonic()
         try:
             result = function(ctx, self._input_of(job))
             if inspect.isawaitable(result):
+                import asyncio  # only for async job functions: most workers never load it
+
                 result = asyncio.run(_await(result))
         except BaseException as exc:
             if not isinstance(exc, Exception | errors.JobCanceled):
@@ -196,17 +203,17 @@ class Worker:
         return spec.input_model.model_validate(job.input)
 
     def _finish(self, held: Held, completion: Completion) -> None:
+        job_id = held.job.id
         with self._held_lock:
+            self._held.pop(job_id, None)
+            self._timed.pop(job_id, None)
             if held.reported:
-                self._held.pop(held.job.id, None)
                 self._room.set()
                 return
             held.reported = True
-            self._held.pop(held.job.id, None)
         with self._buffer_lock:
             self._completions.append(completion)
-            self._finished_jobs[held.job.id] = held.job
-        self._rate.add()
+            self._finished_jobs[job_id] = held.job
         self._room.set()
 
     def _buffer_error(self, record: JobErrorRecord) -> None:
@@ -240,10 +247,12 @@ class Worker:
                         held.ctx._request_cancel()
 
     def _check_timeouts(self) -> None:
-        now = time.monotonic()
         expired = []
         with self._held_lock:
-            for held in self._held.values():
+            if not self._timed:
+                return
+            now = time.monotonic()
+            for held in self._timed.values():
                 limit = held.job.timeout_s
                 if limit and held.started is not None and now - held.started > limit:
                     expired.append(held)
@@ -352,22 +361,29 @@ class Worker:
 
 
 class _Rate:
-    """Completions per second over the last second or so."""
+    """Jobs finished per second, measured over the last stretch of `min_jobs` jobs or
+    `window_s` seconds, whichever comes first.
 
-    def __init__(self) -> None:
-        self._times: collections.deque[float] = collections.deque(maxlen=4096)
+    The claim loop feeds it its running count of finished jobs each time it asks,
+    rather than the executor threads reading the clock once per job."""
 
-    def add(self) -> None:
-        self._times.append(time.monotonic())
+    def __init__(self, min_jobs: int, window_s: float = 1.0) -> None:
+        self._min_jobs = min_jobs
+        self._window_s = window_s
+        self._since: tuple[float, int] | None = None  # (monotonic time, finished count)
+        self._last = 0.0
 
-    def per_second(self) -> float:
-        times = self._times
-        if len(times) < 2:
-            return 0.0
-        span = times[-1] - times[0]
-        if time.monotonic() - times[-1] > 1.0 or span <= 0:
-            return 0.0
-        return len(times) / span
+    def per_second(self, finished: int) -> float:
+        now = time.monotonic()
+        if self._since is None:
+            self._since = (now, finished)
+            return self._last
+        start, count = self._since
+        span = now - start
+        if finished - count >= self._min_jobs or span >= self._window_s:
+            self._last = (finished - count) / span if span > 0 else self._last
+            self._since = (now, finished)
+        return self._last
 
 
 async def _await(awaitable: Any) -> Any:
