@@ -21,7 +21,7 @@ from jobdock.model import Job, JobErrorRecord, JobQuery, JobStatus, Page, Tenant
 from jobdock.store import open_store
 from jobdock.webhooks import Webhooks
 from jobdock.worker import Worker, WorkerStats
-from jobdock.worker.runner import JobFunction
+from jobdock.worker.runner import ClaimObserver, JobFunction
 
 F = TypeVar("F", bound=Callable[..., Any])
 Submission = SubmitRequest | tuple[str, Any] | dict[str, Any]
@@ -45,6 +45,7 @@ class App:
         self._webhooks: Webhooks | None = None
         self._engine_lock = threading.Lock()
         self._applied_at_start: builtins.list[int] = []
+        self._observe_claim: ClaimObserver | None = None
         for spec, function in BUILTIN:
             self._register(spec, function)
 
@@ -183,8 +184,16 @@ class App:
             time.sleep(poll_s)
 
     # -- workers -----------------------------------------------------------
+    def observe_claims(self, observe: ClaimObserver) -> None:
+        """Tell `observe` how long each claim of this App's workers takes (in seconds).
+
+        The HTTP API does, for its /metrics; `jobdock worker` processes serve no
+        metrics and do not."""
+        self._observe_claim = observe
+
     def worker(self, concurrency: int = 8, burst: bool = False) -> Worker:
-        return Worker(self.engine, dict(self.functions), concurrency=concurrency, burst=burst)
+        return Worker(self.engine, dict(self.functions), concurrency=concurrency, burst=burst,
+                      observe_claim=self._observe_claim)
 
     def run_worker(self, concurrency: int = 8, burst: bool = False) -> WorkerStats:
         return self.worker(concurrency, burst).run()

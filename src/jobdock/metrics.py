@@ -1,7 +1,10 @@
 """Prometheus metrics of this process, in prometheus-client's default registry.
 
-They live at the bottom layer so that the worker (claim latency) and the HTTP
-layer (request latency) record into the same objects. Job counts are not kept
+Only the HTTP layer imports this module (prometheus-client costs a worker
+process start-up time and memory for nothing, as `jobdock worker` serves no
+metrics): it records request latency itself, and hands `CLAIM_SECONDS.observe`
+to its App (`App.observe_claims`) so that the workers of the same process
+record claim latency. Job counts are not kept
 here: they are read from the store when `/metrics` is scraped, so that every
 API process reports the same totals whichever processes ran the jobs.
 """

@@ -16,6 +16,7 @@ from jobdock.api import webhooks as webhooks_api
 from jobdock.api.limits import BodyLimits
 from jobdock.app import App
 from jobdock.blobs.signing import resolve_secret
+from jobdock.metrics import CLAIM_SECONDS
 from jobdock.worker import Worker
 
 
@@ -23,6 +24,7 @@ def create_api(app: App | None = None, workers: int = 0) -> FastAPI:
     """The API for `app` (built-in kinds only when None), with `workers` embedded
     worker threads running its jobs (0 when separate `jobdock worker` processes do)."""
     the_app = app or App()
+    the_app.observe_claims(CLAIM_SECONDS.observe)  # workers of this process feed /metrics
     state: dict[str, tuple[Worker, threading.Thread]] = {}
 
     @asynccontextmanager

@@ -30,13 +30,13 @@ from typing import Any
 import jobdock.errors as errors
 from jobdock.engine import Engine
 from jobdock.ids import new_id
-from jobdock.metrics import CLAIM_SECONDS
 from jobdock.model import Completion, Job, JobErrorRecord, Outcome, ProgressUpdate
 from jobdock.worker.context import JobContext
 
 log = logging.getLogger("jobdock.worker")
 
 JobFunction = Callable[[JobContext, Any], Any]
+ClaimObserver = Callable[[float], None]
 _STOP = object()
 
 
@@ -65,7 +65,8 @@ class WorkerStats:
 class Worker:
     def __init__(self, engine: Engine, functions: dict[str, JobFunction], concurrency: int = 8,
                  burst: bool = False, worker_id: str | None = None,
-                 shutdown_grace_s: float = 30.0) -> None:
+                 shutdown_grace_s: float = 30.0,
+                 observe_claim: ClaimObserver | None = None) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.engine = engine
@@ -76,6 +77,8 @@ class Worker:
         self.burst = burst
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self.shutdown_grace_s = shutdown_grace_s
+        # Told how long each claim takes, when this process serves metrics.
+        self.observe_claim = observe_claim
         self.stats = WorkerStats()
         self._held: dict[str, Held] = {}
         self._timed: dict[str, Held] = {}  # the held jobs that have a timeout
@@ -120,8 +123,7 @@ class Worker:
                 self._room.wait(0.1)
                 continue
             try:
-                with CLAIM_SECONDS.time():
-                    jobs = self.engine.claim(self.worker_id, self.kinds, room)
+                jobs = self._claim(room)
             except errors.StoreError as exc:
                 log.warning("claim failed, retrying: %s", exc)
                 self._stopping.wait(min(poll, 1.0))
@@ -132,6 +134,15 @@ class Worker:
                     return
                 if not jobs:
                     waiter.wait(poll)
+
+    def _claim(self, limit: int) -> list[Job]:
+        if self.observe_claim is None:
+            return self.engine.claim(self.worker_id, self.kinds, limit)
+        start = time.perf_counter()
+        try:
+            return self.engine.claim(self.worker_id, self.kinds, limit)
+        finally:
+            self.observe_claim(time.perf_counter() - start)
 
     def _room_for_more(self) -> int:
         """How many jobs to claim now: enough to keep the threads busy for ~0.2 s.
