@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -22,6 +21,7 @@ from pydantic import BaseModel
 from jobdock import App, JobContext, Worker
 from jobdock.access import Access
 from tests.api.conftest import MakeKey, bearer
+from tests.helpers import WorkerThreads
 
 Headers = dict[str, str]
 PROBLEM = "application/problem+json"
@@ -74,19 +74,9 @@ def h(key: str) -> Headers:
 @pytest.fixture
 def start_worker(jd: App) -> Iterator[Callable[[], Worker]]:
     """Start a worker thread (after the kinds are registered); stopped after the test."""
-    running: list[tuple[Worker, threading.Thread]] = []
-
-    def start() -> Worker:
-        worker = jd.worker(concurrency=2)
-        thread = threading.Thread(target=worker.run, daemon=True)
-        thread.start()
-        running.append((worker, thread))
-        return worker
-
-    yield start
-    for worker, thread in running:
-        worker.stop()
-        thread.join(30)
+    workers = WorkerThreads(jd)
+    yield workers.start
+    workers.stop_all()
 
 
 def submit(client: TestClient, h: Headers, kind: str = "sleep", input: Any = None,

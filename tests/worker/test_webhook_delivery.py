@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from jobdock import App, JobContext, JobStatus, Worker
+from jobdock import App, JobContext, JobStatus
 from jobdock.access import Access
 from jobdock.model import Job
+from tests.helpers import WorkerThreads, wait_for
 
 FAST = {"lease_s": 2.0, "heartbeat_interval_s": 0.1, "poll_interval_s": 0.05,
         "flush_interval_s": 0.02, "maintenance_interval_s": 0.1,
@@ -101,30 +102,14 @@ def app(database_url: str, tmp_path: Path) -> Iterator[App]:
 @pytest.fixture
 def running(app: App) -> Iterator[Callable[[], Callable[[], None]]]:
     """start() runs a worker thread and returns a function that stops it (also done after)."""
-    started: list[tuple[Worker, threading.Thread]] = []
-
-    def stop_all() -> None:
-        while started:
-            worker, thread = started.pop()
-            worker.stop()
-            thread.join(30)
+    workers = WorkerThreads(app)
 
     def start() -> Callable[[], None]:
-        worker = app.worker(concurrency=2)
-        thread = threading.Thread(target=worker.run, daemon=True)
-        thread.start()
-        started.append((worker, thread))
-        return stop_all
+        workers.start()
+        return workers.stop_all
 
     yield start
-    stop_all()
-
-
-def wait_for(check: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
+    workers.stop_all()
 
 
 def deliveries_of(app: App, tenant: str = "default") -> list[Job]:

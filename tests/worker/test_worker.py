@@ -13,6 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from jobdock import App, JobContext, JobStatus, Worker
+from tests.helpers import WorkerThreads, wait_for
 
 FAST = {"lease_s": 2.0, "heartbeat_interval_s": 0.1, "poll_interval_s": 0.05,
         "flush_interval_s": 0.02, "maintenance_interval_s": 0.1,
@@ -29,26 +30,9 @@ def app(database_url: str, tmp_path: Path) -> Iterator[App]:
 @pytest.fixture
 def running(app: App) -> Iterator[Callable[[], Worker]]:
     """Start a worker thread for `app` (after kinds are registered); stopped after the test."""
-    workers: list[tuple[Worker, threading.Thread]] = []
-
-    def start() -> Worker:
-        worker = app.worker(concurrency=4)
-        thread = threading.Thread(target=worker.run, daemon=True)
-        thread.start()
-        workers.append((worker, thread))
-        return worker
-
-    yield start
-    for worker, thread in workers:
-        worker.stop()
-        thread.join(10)
-
-
-def wait_for(check: Callable[[], bool], timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
+    workers = WorkerThreads(app)
+    yield lambda: workers.start(concurrency=4)
+    workers.stop_all()
 
 
 def test_success_with_counters_progress_errors_and_artifact(app: App, running: Any) -> None:
