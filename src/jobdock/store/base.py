@@ -293,6 +293,23 @@ class Store(abc.ABC):
         """A waiter woken when jobs are queued (LISTEN/NOTIFY, or cheap polling)."""
 
 
+def one_report_per_job(completions: Sequence[Completion]) -> list[list[Completion]]:
+    """Completions split into rounds that name each job at most once, in order.
+
+    A job reported twice in one batch is handled as two reports in a row: the
+    second round sees the first's effect (and is refused if it ended the attempt).
+    Stores write a round in one statement, where a job must not appear twice."""
+    rounds: list[list[Completion]] = []
+    seen: dict[str, int] = {}
+    for c in completions:
+        n = seen.get(c.job_id, 0)
+        seen[c.job_id] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(c)
+    return rounds
+
+
 def iter_batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     """Slices of at most `size` items, so that one statement never gets too many parameters."""
     for start in range(0, len(items), size):

@@ -54,7 +54,13 @@ from jobdock.model import (
     RescueResult,
     Tenant,
 )
-from jobdock.store.base import HeartbeatResult, InsertResult, QueueWaiter, Store
+from jobdock.store.base import (
+    HeartbeatResult,
+    InsertResult,
+    QueueWaiter,
+    Store,
+    one_report_per_job,
+)
 from jobdock.store.postgres_access import PostgresAccess
 from jobdock.store.queries import load_queries, migration_files
 
@@ -439,17 +445,7 @@ class PostgresStore(PostgresAccess, Store):
     def job_complete_many(
         self, completions: Sequence[Completion], now: datetime | None = None
     ) -> set[str]:
-        # A job reported twice in one batch is handled as two reports in a row:
-        # the second round sees the first's effect (and is refused if it ended
-        # the attempt). Rounds keep each statement at one report per job.
-        rounds: list[list[Completion]] = []
-        seen: dict[str, int] = {}
-        for c in completions:
-            n = seen.get(c.job_id, 0)
-            seen[c.job_id] = n + 1
-            if n == len(rounds):
-                rounds.append([])
-            rounds[n].append(c)
+        rounds = one_report_per_job(completions)
         accepted: set[str] = set()
         if not rounds:
             return accepted

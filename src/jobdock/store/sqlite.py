@@ -37,7 +37,13 @@ from jobdock.model import (
     Tenant,
 )
 from jobdock.store.backoff import backoff_s
-from jobdock.store.base import HeartbeatResult, InsertResult, QueueWaiter, Store
+from jobdock.store.base import (
+    HeartbeatResult,
+    InsertResult,
+    QueueWaiter,
+    Store,
+    one_report_per_job,
+)
 from jobdock.store.queries import load_queries, migration_files
 from jobdock.store.sqlite_access import SQLiteAccess
 
@@ -59,8 +65,23 @@ def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
+# One encoder for every JSON value written (json.dumps with options builds a new one per call).
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+# Outcomes that end the job (job_finish_many); RETRY and RELEASED have statements of their own.
+_ENDINGS = frozenset({Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELED})
+
+
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+    return None if value is None else _ENCODE(value)
+
+
+def _reports_json(reports: Sequence[Completion], now: float) -> str:
+    """The :reports array of the job_*_many completion statements (see sqlite_queries.sql)."""
+    return _ENCODE([
+        [c.job_id, c.attempt, c.outcome.value, _dumps(c.result), _dumps(c.error),
+         _dumps(c.stats), _dumps(c.progress), _ts(c.retry_at) or now]
+        for c in reports
+    ])
 
 
 def _loads(value: str | None) -> Any:
@@ -311,35 +332,42 @@ class SQLiteStore(SQLiteAccess, Store):
             return accepted
         t = self._now(now)
         with self._write() as conn:
-            for c in completions:
-                if self._complete_one(conn, c, t):
-                    accepted.add(c.job_id)
-                else:
-                    conn.execute(_Q["attempt_insert_if_job"], (
-                        c.attempt, "refused", _dumps({"code": "refused", "message":
-                                                      f"late {c.outcome.value} result refused:"
-                                                      " the attempt had lost its lease"}),
-                        t, c.job_id))
+            for reports in one_report_per_job(completions):
+                accepted.update(self._complete_round(conn, reports, t))
         return accepted
 
-    def _complete_one(self, conn: sqlite3.Connection, c: Completion, t: float) -> bool:
-        params: dict[str, Any] = {"id": c.job_id, "attempt": c.attempt, "now": t,
-                                  "stats": _dumps(c.stats), "progress": _dumps(c.progress)}
-        if c.outcome is Outcome.RELEASED:
-            return conn.execute(_Q["job_release"], {"id": c.job_id, "attempt": c.attempt,
-                                                    "now": t}).rowcount == 1
-        if c.outcome is Outcome.RETRY:
-            params.update(run_at=_ts(c.retry_at) or t, error=_dumps(c.error))
-            row = conn.execute(_Q["job_retry_later"], params).fetchone()
-        else:
-            params.update(status=c.outcome.value, result=_dumps(c.result), error=_dumps(c.error))
-            row = conn.execute(_Q["job_finish"], params).fetchone()
-        if row is None:
-            return False
-        if c.outcome is not Outcome.SUCCEEDED:
-            conn.execute(_Q["attempt_insert"], (c.job_id, c.attempt, c.outcome.value,
-                                                _dumps(c.error), row[0], t, row[1]))
-        return True
+    def _complete_round(self, conn: sqlite3.Connection, reports: list[Completion],
+                        t: float) -> set[str]:
+        """One statement per kind of ending (usually just one, for successes), then the
+        history rows; every job appears at most once in `reports`."""
+        by_id = {c.job_id: c for c in reports}
+        finish = [c for c in reports if c.outcome in _ENDINGS]
+        retry = [c for c in reports if c.outcome is Outcome.RETRY]
+        release = [c for c in reports if c.outcome is Outcome.RELEASED]
+        accepted: set[str] = set()
+        history = []  # the attempt rows of accepted endings other than success
+        for query, batch in (("job_finish_many", finish), ("job_retry_later_many", retry)):
+            if not batch:
+                continue
+            params = {"now": t, "reports": _reports_json(batch, t)}
+            for job_id, started_at, worker_id in conn.execute(_Q[query], params):
+                accepted.add(job_id)
+                c = by_id[job_id]
+                if c.outcome is not Outcome.SUCCEEDED:
+                    history.append((job_id, c.attempt, c.outcome.value, _dumps(c.error),
+                                    started_at, t, worker_id))
+        if release:
+            params = {"now": t, "reports": _reports_json(release, t)}
+            accepted.update(row[0] for row in conn.execute(_Q["job_release_many"], params))
+        if history:
+            conn.executemany(_Q["attempt_insert"], history)
+        refused = [(c.attempt, "refused",
+                    _dumps({"code": "refused", "message": f"late {c.outcome.value} result"
+                            " refused: the attempt had lost its lease"}), t, c.job_id)
+                   for c in reports if c.job_id not in accepted]
+        if refused:
+            conn.executemany(_Q["attempt_insert_if_job"], refused)
+        return accepted
 
     def job_rescue_expired(self, backoff_base_s: float, backoff_max_s: float,
                            now: datetime | None = None, limit: int = 1000) -> RescueResult:

@@ -64,39 +64,66 @@ RETURNING status;
 UPDATE jobs SET stats = coalesce(?, stats), progress = coalesce(?, progress), updated_at = ?
 WHERE id = ? AND attempt = ? AND status IN ('running', 'canceling');
 
--- name: job_finish
--- End an attempt: succeeded, failed or canceled.
+-- name: job_finish_many
+-- End attempts: succeeded, failed or canceled. Completions come as one JSON
+-- array (:reports) with one report per job: [id, attempt, outcome, result,
+-- error, stats, progress, run_at], the JSON values as JSON text (or null) so
+-- that `->>` gives back the text to store. Like every completion statement it
+-- is fenced: the reported attempt must be the job's current one, still running
+-- or canceling; the jobs it returns are the reports accepted.
+WITH r AS (
+    SELECT value ->> 0 AS id, value ->> 1 AS attempt, value ->> 2 AS outcome,
+           value ->> 3 AS result, value ->> 4 AS error, value ->> 5 AS stats,
+           value ->> 6 AS progress
+    FROM json_each(:reports)
+)
 UPDATE jobs
-SET status = :status, result = :result, error = :error, stats = coalesce(:stats, stats),
-    progress = coalesce(:progress, progress), finished_at = :now, updated_at = :now,
-    expires_at = :now + retention_s, lease_expires_at = NULL
-WHERE id = :id AND attempt = :attempt AND status IN ('running', 'canceling')
-RETURNING started_at, worker_id;
+SET status = r.outcome, result = r.result, error = r.error,
+    stats = coalesce(r.stats, jobs.stats), progress = coalesce(r.progress, jobs.progress),
+    finished_at = :now, updated_at = :now, expires_at = :now + jobs.retention_s,
+    lease_expires_at = NULL
+FROM r
+WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.status IN ('running', 'canceling')
+RETURNING jobs.id, jobs.started_at, jobs.worker_id;
 
--- name: job_retry_later
--- A failed attempt with attempts left; a job asked to cancel is canceled instead.
+-- name: job_retry_later_many
+-- Failed attempts with attempts left; a job asked to cancel is canceled instead.
+-- :reports as in job_finish_many.
+WITH r AS (
+    SELECT value ->> 0 AS id, value ->> 1 AS attempt, value ->> 4 AS error,
+           value ->> 5 AS stats, value ->> 6 AS progress, value ->> 7 AS run_at
+    FROM json_each(:reports)
+)
 UPDATE jobs
-SET status = CASE status WHEN 'canceling' THEN 'canceled' ELSE 'queued' END,
-    run_at = :run_at, error = :error, stats = coalesce(:stats, stats),
-    progress = coalesce(:progress, progress), updated_at = :now, lease_expires_at = NULL,
-    finished_at = CASE status WHEN 'canceling' THEN :now END,
-    expires_at = CASE status WHEN 'canceling' THEN :now + retention_s END
-WHERE id = :id AND attempt = :attempt AND status IN ('running', 'canceling')
-RETURNING started_at, worker_id;
+SET status = CASE jobs.status WHEN 'canceling' THEN 'canceled' ELSE 'queued' END,
+    run_at = r.run_at, error = r.error, stats = coalesce(r.stats, jobs.stats),
+    progress = coalesce(r.progress, jobs.progress), updated_at = :now, lease_expires_at = NULL,
+    finished_at = CASE jobs.status WHEN 'canceling' THEN :now END,
+    expires_at = CASE jobs.status WHEN 'canceling' THEN :now + jobs.retention_s END
+FROM r
+WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.status IN ('running', 'canceling')
+RETURNING jobs.id, jobs.started_at, jobs.worker_id;
 
--- name: job_release
--- A worker gives back an attempt it did not run (shutdown); a job asked to
+-- name: job_release_many
+-- A worker gives back attempts it did not run (shutdown); a job asked to
 -- cancel meanwhile is canceled rather than queued again. The try is given back
 -- through max_attempts: the attempt number never goes down, as it is the fence
 -- (a duplicated release must not free a later claim of the same job).
+-- :reports as in job_finish_many.
+WITH r AS (
+    SELECT value ->> 0 AS id, value ->> 1 AS attempt FROM json_each(:reports)
+)
 UPDATE jobs
-SET status = CASE status WHEN 'canceling' THEN 'canceled' ELSE 'queued' END,
-    max_attempts = max_attempts + 1, run_at = CASE status WHEN 'canceling' THEN run_at ELSE :now END,
-    finished_at = CASE status WHEN 'canceling' THEN :now END,
-    expires_at = CASE status WHEN 'canceling' THEN :now + retention_s END,
+SET status = CASE jobs.status WHEN 'canceling' THEN 'canceled' ELSE 'queued' END,
+    max_attempts = jobs.max_attempts + 1,
+    run_at = CASE jobs.status WHEN 'canceling' THEN jobs.run_at ELSE :now END,
+    finished_at = CASE jobs.status WHEN 'canceling' THEN :now END,
+    expires_at = CASE jobs.status WHEN 'canceling' THEN :now + jobs.retention_s END,
     updated_at = :now, lease_expires_at = NULL,
-    worker_id = CASE status WHEN 'canceling' THEN worker_id END
-WHERE id = :id AND attempt = :attempt AND status IN ('running', 'canceling');
+    worker_id = CASE jobs.status WHEN 'canceling' THEN jobs.worker_id END
+FROM r
+WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.status IN ('running', 'canceling')
+RETURNING jobs.id;
 
 -- name: attempt_insert
 INSERT INTO job_attempts (job_id, attempt, status, error, started_at, ended_at, worker_id)
