@@ -53,8 +53,15 @@ JOB_COLUMNS = (
     " idempotency_key, created_at, started_at, finished_at, updated_at, expires_at,"
     " lease_expires_at, worker_id"
 )
-_Q = {name: sql.replace("{cols}", JOB_COLUMNS) for name, sql in
-      load_queries("sqlite_queries.sql").items()}
+# What a claim reads back: the columns it sets (status, attempt's start and lease,
+# worker) are the same for the whole batch and are filled in from its parameters.
+CLAIMED_COLUMNS = (
+    "id, tenant_id, app_id, seq, kind, name, priority, input, result, error, stats, progress,"
+    " labels, parent_id, attempt, max_attempts, run_at, timeout_s, retention_s,"
+    " idempotency_key, created_at, finished_at, expires_at"
+)
+_Q = {name: sql.replace("{cols}", JOB_COLUMNS).replace("{claimed}", CLAIMED_COLUMNS)
+      for name, sql in load_queries("sqlite_queries.sql").items()}
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -98,6 +105,21 @@ def _job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
         retention_s=row[19], idempotency_key=row[20], created_at=_dt(row[21]),
         started_at=_dt(row[22]), finished_at=_dt(row[23]), updated_at=_dt(row[24]),
         expires_at=_dt(row[25]), lease_expires_at=_dt(row[26]), worker_id=row[27],
+    )
+
+
+def _claimed_job(row: tuple[Any, ...], started_at: datetime | None,
+                 lease_expires_at: datetime | None, worker_id: str) -> Job:
+    """A job from a row of CLAIMED_COLUMNS, as the claim left it."""
+    return Job(
+        id=row[0], tenant_id=row[1], app_id=row[2], seq=row[3], kind=row[4], name=row[5],
+        status=JobStatus.RUNNING, priority=row[6], input=json.loads(row[7]),
+        result=_loads(row[8]), error=_loads(row[9]), stats=_loads(row[10]) or {},
+        progress=_loads(row[11]) or {}, labels=_loads(row[12]) or {}, parent_id=row[13],
+        attempt=row[14], max_attempts=row[15], run_at=_dt(row[16]), timeout_s=row[17],
+        retention_s=row[18], idempotency_key=row[19], created_at=_dt(row[20]),
+        started_at=started_at, finished_at=_dt(row[21]), updated_at=started_at,
+        expires_at=_dt(row[22]), lease_expires_at=lease_expires_at, worker_id=worker_id,
     )
 
 
@@ -298,7 +320,8 @@ class SQLiteStore(SQLiteAccess, Store):
                   **names}
         with self._write() as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [_job(r) for r in rows]
+        started_at, lease_expires_at = _dt(t), _dt(t + lease_s)
+        return [_claimed_job(r, started_at, lease_expires_at, worker_id) for r in rows]
 
     def job_heartbeat_many(self, claims: Sequence[tuple[str, int]], lease_s: float,
                            now: datetime | None = None) -> HeartbeatResult:

@@ -35,6 +35,9 @@ SELECT 1 FROM jobs WHERE status = 'queued' AND run_at <= ? LIMIT 1;
 -- Round robin across tenants: each tenant's best `limit` due jobs are ranked
 -- within the tenant, then the best ranks of all tenants are taken first, so a
 -- tenant with a deep queue cannot push another tenant's jobs back.
+-- {claimed} is the column list of a claimed row (sqlite.py CLAIMED_COLUMNS):
+-- the columns that the claim sets are the same for every job of the batch and
+-- are not read back.
 UPDATE jobs
 SET status = 'running', attempt = attempt + 1, started_at = :now, updated_at = :now,
     lease_expires_at = :lease_until, worker_id = :worker_id
@@ -53,7 +56,7 @@ WHERE status = 'queued' AND id IN (
     )
     ORDER BY rank, priority DESC, run_at, id
     LIMIT :limit)
-RETURNING {cols};
+RETURNING {claimed};
 
 -- name: job_heartbeat
 UPDATE jobs SET lease_expires_at = ?, updated_at = ?
