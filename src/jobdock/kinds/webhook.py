@@ -13,7 +13,6 @@ import json
 import time
 from typing import Any
 
-import httpx
 from pydantic import BaseModel, Field
 
 from jobdock.webhooks import EVENTS, sign
@@ -39,6 +38,10 @@ class DeliveryFailed(Exception):
 
 
 def deliver(ctx: JobContext, input: WebhookInput) -> dict[str, Any]:
+    # Imported here: every worker registers this kind, few deliver webhooks, and
+    # httpx costs a worker process about 10 MB and 0.1 s to import.
+    import httpx
+
     webhook = ctx.engine.store.webhook_get(ctx.job.tenant_id, input.webhook_id)
     if webhook is None:
         return {"delivered": False, "skipped": "the subscription was deleted"}
