@@ -10,12 +10,11 @@ import signal
 import sys
 from dataclasses import asdict
 from datetime import datetime
+from functools import cache
 from types import FrameType
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from jobdock.app import App
 from jobdock.cli_admin import apps_cli, keys_cli
@@ -23,14 +22,25 @@ from jobdock.errors import JobdockError
 from jobdock.model import Job
 from jobdock.worker.processes import Supervisor
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 cli = typer.Typer(help="jobdock: durable asynchronous jobs that people can watch.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 tenants_cli = typer.Typer(help="Create and list tenants.", no_args_is_help=True)
 cli.add_typer(tenants_cli, name="tenants")
 cli.add_typer(apps_cli, name="apps")
 cli.add_typer(keys_cli, name="keys")
-console = Console()
-err_console = Console(stderr=True)
+
+
+@cache
+def _console(stderr: bool = False) -> Console:
+    """rich's console, made on first use: `jobdock worker` prints nothing with it, and
+    importing rich would cost each worker process start-up time and memory."""
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
 
 AppOption = Annotated[Optional[str], typer.Option(  # noqa: UP045 - typer needs Optional
     "--app", envvar="JOBDOCK_APP",
@@ -67,7 +77,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _fail(exc: JobdockError) -> None:
-    err_console.print(f"[red]error:[/red] {exc.message}")
+    _console(stderr=True).print(f"[red]error:[/red] {exc.message}")
     raise typer.Exit(2)
 
 
@@ -75,7 +85,7 @@ def _fail(exc: JobdockError) -> None:
 def migrate(app: AppOption = None) -> None:
     """Apply pending database migrations (safe to run twice and concurrently)."""
     applied = load_app(app).migrate()
-    console.print(f"applied migrations: {applied}" if applied else "database is up to date")
+    _console().print(f"applied migrations: {applied}" if applied else "database is up to date")
 
 
 @cli.command()
@@ -148,14 +158,14 @@ def submit(
             job = the_app.wait(job.id, tenant=tenant, timeout_s=86_400)
     except JobdockError as exc:
         _fail(exc)
-    console.print_json(_job_json(job))
+    _console().print_json(_job_json(job))
 
 
 @cli.command()
 def get(job_id: str, tenant: TenantOption = "default", app: AppOption = None) -> None:
     """Print one job as JSON."""
     try:
-        console.print_json(_job_json(load_app(app).get(job_id, tenant=tenant)))
+        _console().print_json(_job_json(load_app(app).get(job_id, tenant=tenant)))
     except JobdockError as exc:
         _fail(exc)
 
@@ -175,13 +185,15 @@ def list_jobs(
                                   page_token=page_token)
     except (JobdockError, ValueError) as exc:
         _fail(exc if isinstance(exc, JobdockError) else JobdockError(str(exc)))
+    from rich.table import Table
+
     table = Table("id", "kind", "status", "attempt", "created", "finished")
     for job in page.items:
         table.add_row(job.id, job.kind, job.status.value, str(job.attempt),
                       _short_time(job.created_at), _short_time(job.finished_at))
-    console.print(table)
+    _console().print(table)
     if page.next_page_token:
-        console.print(f"next page: --page-token {page.next_page_token}")
+        _console().print(f"next page: --page-token {page.next_page_token}")
 
 
 def _short_time(value: datetime | None) -> str:
@@ -194,7 +206,8 @@ def cancel(job_id: str, tenant: TenantOption = "default",
            = False, app: AppOption = None) -> None:
     """Cancel a job."""
     try:
-        console.print(f"{job_id}: {load_app(app).cancel(job_id, tenant=tenant, hard=hard).status}")
+        job = load_app(app).cancel(job_id, tenant=tenant, hard=hard)
+        _console().print(f"{job_id}: {job.status}")
     except JobdockError as exc:
         _fail(exc)
 
@@ -203,7 +216,7 @@ def cancel(job_id: str, tenant: TenantOption = "default",
 def retry(job_id: str, tenant: TenantOption = "default", app: AppOption = None) -> None:
     """Run a failed or canceled job again."""
     try:
-        console.print(f"{job_id}: {load_app(app).retry(job_id, tenant=tenant).status}")
+        _console().print(f"{job_id}: {load_app(app).retry(job_id, tenant=tenant).status}")
     except JobdockError as exc:
         _fail(exc)
 
@@ -215,14 +228,14 @@ def delete(job_id: str, tenant: TenantOption = "default", app: AppOption = None)
         deleted = load_app(app).delete(job_id, tenant=tenant)
     except JobdockError as exc:
         _fail(exc)
-    console.print(f"deleted {len(deleted)} job(s)")
+    _console().print(f"deleted {len(deleted)} job(s)")
 
 
 @cli.command()
 def maintain(app: AppOption = None) -> None:
     """Run one round of maintenance (rescue expired leases, purge expired jobs)."""
     report = load_app(app).engine.maintain()
-    console.print(asdict(report))
+    _console().print(asdict(report))
 
 
 @tenants_cli.command("create")
@@ -237,14 +250,14 @@ def tenants_create(
         tenant = load_app(app).create_tenant(name, retention_s)
     except JobdockError as exc:
         _fail(exc)
-    console.print(f"created tenant {tenant.id}")
+    _console().print(f"created tenant {tenant.id}")
 
 
 @tenants_cli.command("list")
 def tenants_list(app: AppOption = None) -> None:
     """List tenants."""
     for tenant in load_app(app).tenants():
-        console.print(tenant.id)
+        _console().print(tenant.id)
 
 
 @cli.command()
@@ -264,9 +277,9 @@ def demo(
 
     the_app = load_app(app)
     if serve:
-        demo_module.run_served(the_app, jobs, host, port, once, console)
+        demo_module.run_served(the_app, jobs, host, port, once, _console())
     else:
-        demo_module.run_in_process(the_app, jobs, console)
+        demo_module.run_in_process(the_app, jobs, _console())
 
 
 def main() -> None:

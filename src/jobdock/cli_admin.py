@@ -13,22 +13,31 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any, NoReturn, Optional
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from jobdock.access import DEFAULT_SCOPES, Access, parse_duration
 from jobdock.app import App
 from jobdock.errors import InvalidInput, JobdockError, TenantNotFound
 from jobdock.model import SCOPES, ApiKey, AppRecord
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 apps_cli = typer.Typer(help="Create and list the apps of a tenant.", no_args_is_help=True)
 keys_cli = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
-console = Console()
-err_console = Console(stderr=True)
+
+@cache
+def _console(stderr: bool = False) -> Console:
+    """rich's console, made on first use: `jobdock worker` prints nothing with it, and
+    importing rich would cost each worker process start-up time and memory."""
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
 
 AppSpecOption = Annotated[Optional[str], typer.Option(  # noqa: UP045 - typer needs Optional
     "--app-spec", envvar="JOBDOCK_APP",
@@ -49,7 +58,7 @@ def _access(spec: str | None) -> tuple[App, Access]:
 
 
 def _fail(message: str) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    _console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(2)
 
 
@@ -121,7 +130,8 @@ def apps_create(
         _echo_json(_app_json(record))
     else:
         typer.echo(record.id)
-        err_console.print(f"created app {record.name!r} in tenant {tenant!r}", highlight=False)
+        _console(stderr=True).print(f"created app {record.name!r} in tenant {tenant!r}",
+                                    highlight=False)
 
 
 @apps_cli.command("list")
@@ -139,10 +149,12 @@ def apps_list(tenant: TenantFilter = None, as_json: JsonOption = False,
     if as_json:
         _echo_json([_app_json(a) for a in records])
         return
+    from rich.table import Table
+
     table = Table("id", "tenant", "name", "created")
     for record in records:
         table.add_row(record.id, record.tenant_id, record.name, _short(record.created_at))
-    console.print(table)
+    _console().print(table)
 
 
 # -- keys ------------------------------------------------------------------------
@@ -179,7 +191,7 @@ def keys_create(
         return
     typer.echo(presented)
     expiry = f"expires {_short(key.expires_at)} UTC" if key.expires_at else "never expires"
-    err_console.print(f"created key {key.id} ({key.prefix}) for tenant {tenant!r}"
+    _console(stderr=True).print(f"created key {key.id} ({key.prefix}) for tenant {tenant!r}"
                       f"{f', app {app_ref!r}' if app_ref else ''}; scopes"
                       f" {' '.join(key.scopes)}; {expiry}. It is shown only this once.",
                       highlight=False)
@@ -199,6 +211,8 @@ def keys_list(tenant: TenantFilter = None, as_json: JsonOption = False,
     if as_json:
         _echo_json([_key_json(k) for k in keys])
         return
+    from rich.table import Table
+
     table = Table("id", "prefix", "tenant", "app", "scopes", "name", "created", "expires",
                   "state")
     for column in table.columns[:2]:
@@ -207,7 +221,7 @@ def keys_list(tenant: TenantFilter = None, as_json: JsonOption = False,
         table.add_row(key.id, key.prefix, key.tenant_id, key.app_id or "", " ".join(key.scopes),
                       key.name or "", _short(key.created_at), _short(key.expires_at),
                       _state(key))
-    console.print(table)
+    _console().print(table)
 
 
 @keys_cli.command("revoke")
@@ -227,5 +241,5 @@ def keys_revoke(
         key = access.revoke_key(matches[0].id)
     except JobdockError as exc:
         _fail(exc.message)
-    console.print(f"revoked key {key.id} ({key.prefix}) of tenant {key.tenant_id!r}",
+    _console().print(f"revoked key {key.id} ({key.prefix}) of tenant {key.tenant_id!r}",
                   highlight=False)
