@@ -74,6 +74,15 @@ def machine() -> dict[str, str]:
     }
 
 
+def compile_bytecode(*folders: Path) -> None:
+    """Write the .pyc files of `folders`, as installing a package does (pip compiles
+    the peers' modules). Without them every worker process would compile jobdock's
+    sources (and the bench apps, which every system's workers import) at start-up
+    when PYTHONDONTWRITEBYTECODE is set, as it is on the project's machine."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *map(str, folders)], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
 def snapshot(ref: str) -> tuple[str, Path]:
     """Export `ref`'s src/ to bench/out/src-<commit>/ (once) and return (commit, its src dir)."""
     commit = subprocess.run(
@@ -363,6 +372,9 @@ def main() -> None:
             os.environ["BENCH_JOBDOCK_SRC"] = c.JOBDOCK_SRC = str(src)
             measured = f"commit {commit} (exported with git archive)"
             c.log(f"measuring jobdock {commit} (exported to {src})")
+        else:
+            src = c.ROOT / "src"
+        compile_bytecode(src, c.ROOT / "bench")
         for step, module in STEPS.items():
             if step in args.skip:
                 continue
