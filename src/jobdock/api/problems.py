@@ -102,6 +102,13 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        # FastAPI's answer to a body that it could not parse beyond a JSON syntax error
+        # (not UTF-8, nested past the parser's recursion limit): as unreadable as a
+        # syntax error, so the same 422 as `json_invalid`.
+        return problem(422, title_of(422), "the request is invalid: body: not a JSON text"
+                       " (UTF-8, not nested too deeply)", "invalid_request",
+                       errors=[{"field": "body", "message": "not a JSON text"}])
     detail = exc.detail if isinstance(exc.detail, str) else title_of(exc.status_code)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return problem(exc.status_code, title_of(exc.status_code), detail, code,
