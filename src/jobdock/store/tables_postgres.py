@@ -1,0 +1,196 @@
+"""The data area on PostgreSQL: a schema per tenant in the job database.
+
+The schema is `data_<tenant>`, or `<store schema>_data_<tenant>` when the job
+store lives in another schema than `public` (several instances, or tests, in
+one database), hashed down to PostgreSQL's 63-byte limit when longer.
+
+A load holds one connection and one transaction: `stage` COPYs rows into a
+TEMP table (ON COMMIT DROP); `finish` takes a transaction-scoped advisory lock
+on the tenant's schema (so that two loads never race to create the schema, a
+table or a column), makes the table, counts the staged keys that exist
+already, upserts the whole staging table in one statement and commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from jobdock.errors import StoreError, StoreUnavailable
+from jobdock.store.tables import Load, Row, Tables, conflicts, validate
+
+SQL_TYPES = {"int": "bigint", "float": "double precision", "str": "text", "bool": "boolean",
+             "date": "date", "datetime": "timestamp with time zone"}
+_FROM_SQL = {v: k for k, v in SQL_TYPES.items()}
+_MAX_IDENTIFIER = 63
+_CONNECT_TIMEOUT_S = 5
+
+_COLUMNS = ("SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position")
+_PRIMARY_KEY = (
+    "SELECT a.attname FROM pg_index i"
+    " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+    " WHERE i.indrelid = to_regclass(format('%%I.%%I', %s::text, %s::text)) AND i.indisprimary"
+    " ORDER BY array_position(i.indkey::int2[], a.attnum)")
+
+
+def schema_for(store_schema: str, tenant: str) -> str:
+    name = f"data_{tenant}" if store_schema == "public" else f"{store_schema}_data_{tenant}"
+    if len(name.encode()) > _MAX_IDENTIFIER:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        name = name[: _MAX_IDENTIFIER - 17] + "_" + digest
+    return name
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise StoreUnavailable(f"the database is unavailable: {exc}".strip()) from exc
+    except psycopg.Error as exc:
+        raise StoreError(f"the tenant's data area failed: {exc}".strip()) from exc
+
+
+class PostgresTables(Tables):
+    backend = "postgres"
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._store_schema: str | None = None
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        with _translated():
+            conn = psycopg.connect(self._url, connect_timeout=_CONNECT_TIMEOUT_S)
+            conn.execute("SET TIME ZONE 'UTC'")
+            if self._store_schema is None:
+                row = conn.execute("SELECT current_schema()").fetchone()
+                self._store_schema = str(row[0]) if row and row[0] else "public"
+        return conn
+
+    def schema(self, conn: psycopg.Connection[Any], tenant: str) -> str:
+        assert self._store_schema is not None
+        return schema_for(self._store_schema, tenant)
+
+    @staticmethod
+    def _describe(conn: psycopg.Connection[Any], schema: str,
+                  table: str) -> tuple[dict[str, str], list[str]]:
+        columns = {str(r[0]): _FROM_SQL.get(str(r[1]), str(r[1]))
+                   for r in conn.execute(_COLUMNS, (schema, table)).fetchall()}
+        key = ([str(r[0]) for r in conn.execute(_PRIMARY_KEY, (schema, table)).fetchall()]
+               if columns else [])
+        return columns, key
+
+    def check(self, tenant: str, table: str, columns: Mapping[str, str],
+              primary_key: Sequence[str]) -> None:
+        validate(table, columns, primary_key)
+        with self._connect() as conn, _translated():
+            existing, key = self._describe(conn, self.schema(conn, tenant), table)
+        if existing:
+            conflicts(table, existing, key, columns, primary_key)
+
+    @contextmanager
+    def load(self, tenant: str, table: str, columns: Mapping[str, str],
+             primary_key: Sequence[str]) -> Iterator[Load]:
+        validate(table, columns, primary_key)
+        conn = self._connect()
+        try:
+            with _translated():
+                conn.execute(sql.SQL("CREATE TEMP TABLE stage ({}) ON COMMIT DROP").format(
+                    sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c),
+                                                               sql.SQL(SQL_TYPES[t]))
+                                       for c, t in columns.items())))
+            yield _PostgresLoad(conn, self.schema(conn, tenant), table, dict(columns),
+                                list(primary_key))
+        finally:
+            with _translated():
+                conn.rollback()  # nothing when finish() committed
+                conn.close()
+
+    def describe(self, tenant: str, table: str) -> dict[str, str] | None:
+        with self._connect() as conn, _translated():
+            columns, _ = self._describe(conn, self.schema(conn, tenant), table)
+        return columns or None
+
+    def rows(self, tenant: str, table: str, order_by: Sequence[str] = ()) -> Iterator[
+            dict[str, Any]]:
+        with self._connect() as conn, _translated():
+            query = sql.SQL("SELECT * FROM {}.{}").format(
+                sql.Identifier(self.schema(conn, tenant)), sql.Identifier(table))
+            if order_by:
+                query = query + sql.SQL(" ORDER BY ") + sql.SQL(", ").join(
+                    map(sql.Identifier, order_by))
+            with conn.cursor() as cur:
+                cur.execute(query)
+                names = [d.name for d in cur.description or ()]
+                for row in cur:
+                    yield dict(zip(names, row, strict=True))
+
+    def drop_area(self, tenant: str) -> None:
+        with self._connect() as conn, _translated():
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                sql.Identifier(self.schema(conn, tenant))))
+
+
+class _PostgresLoad(Load):
+    def __init__(self, conn: psycopg.Connection[Any], schema: str, table: str,
+                 columns: dict[str, str], primary_key: list[str]) -> None:
+        self._conn = conn
+        self._schema = schema
+        self._table = table
+        self._columns = columns
+        self._key = primary_key
+
+    def stage(self, rows: Iterable[Row]) -> int:
+        staged = 0
+        names = sql.SQL(", ").join(map(sql.Identifier, self._columns))
+        with _translated(), self._conn.cursor() as cur, cur.copy(
+                sql.SQL("COPY stage ({}) FROM STDIN").format(names)) as copy:
+            for row in rows:
+                copy.write_row(row)
+                staged += 1
+        return staged
+
+    def finish(self) -> tuple[int, int]:
+        conn, columns, key = self._conn, self._columns, self._key
+        schema, target = sql.Identifier(self._schema), sql.Identifier(self._schema, self._table)
+        names = sql.SQL(", ").join(map(sql.Identifier, columns))
+        keys = sql.SQL(", ").join(map(sql.Identifier, key))
+        with _translated():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                         (f"jobdock.data.{self._schema}",))
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+            existing, existing_key = PostgresTables._describe(conn, self._schema, self._table)
+            if existing:
+                conflicts(self._table, existing, existing_key, columns, key)
+                for name, kind in columns.items():
+                    if name not in existing:
+                        conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                            target, sql.Identifier(name), sql.SQL(SQL_TYPES[kind])))
+            else:
+                conn.execute(sql.SQL("CREATE TABLE {} ({}, PRIMARY KEY ({}))").format(
+                    target,
+                    sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c),
+                                                               sql.SQL(SQL_TYPES[t]))
+                                       for c, t in columns.items()),
+                    keys))
+            match = sql.SQL(" AND ").join(
+                sql.SQL("m.{0} = s.{0}").format(sql.Identifier(c)) for c in key)
+            row = conn.execute(sql.SQL(
+                "SELECT count(*), count(*) FILTER (WHERE EXISTS"
+                " (SELECT 1 FROM {} m WHERE {})) FROM stage s").format(target, match)).fetchone()
+            assert row is not None
+            total, updated = int(row[0]), int(row[1])
+            others = [c for c in columns if c not in key]
+            action = (sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(
+                sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in others)
+                if others else sql.SQL("DO NOTHING"))
+            conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM stage ON CONFLICT ({}) {}")
+                         .format(target, names, names, keys, action))
+            conn.commit()
+        return total - updated, updated

@@ -1,0 +1,214 @@
+"""The data area on SQLite: one database file per tenant, `<db dir>/tenants/<tenant>.db`.
+
+A load stages its rows in a TEMP table of its own connection (batched
+`executemany`, which takes no lock on the tenant's file), then `finish` takes
+the write lock (`BEGIN IMMEDIATE`) only for the DDL and the one upsert. So
+the lock is held for the apply, not while files are read and checked, and
+several tables of one tenant can be read at once.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from jobdock.errors import StoreError, StoreUnavailable
+from jobdock.store.tables import Load, Row, Tables, conflicts, validate
+
+# Declared type of each column type; read back from PRAGMA table_info to tell a
+# changed type. DATE and DATETIME are stored as ISO 8601 text, BOOLEAN as 0/1.
+SQL_TYPES = {"int": "INTEGER", "float": "REAL", "str": "TEXT", "bool": "BOOLEAN",
+             "date": "DATE", "datetime": "DATETIME"}
+_FROM_SQL = {v: k for k, v in SQL_TYPES.items()}
+# Rows per executemany into the staging table.
+_BATCH = 5_000
+# A load waits this long for another load of the same tenant to apply.
+_BUSY_TIMEOUT_S = 300.0
+_TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def _q(name: str) -> str:
+    """A quoted identifier (names are validated first; quoting is a second guard)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _adapt(kind: str) -> Any:
+    if kind == "bool":
+        return lambda v: None if v is None else int(v)
+    if kind == "date":
+        return lambda v: None if v is None else v.isoformat()
+    if kind == "datetime":
+        return lambda v: None if v is None else _iso(v)
+    return None
+
+
+def _iso(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _describe(conn: sqlite3.Connection, table: str) -> tuple[dict[str, str], list[str]]:
+    """The table's columns with their types, and its primary key (empty when missing)."""
+    info = conn.execute(f"PRAGMA main.table_info({_q(table)})").fetchall()
+    columns = {r[1]: _FROM_SQL.get(str(r[2]).upper(), str(r[2])) for r in info}
+    key = [r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])]
+    return columns, key
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise StoreUnavailable(f"the tenant database is unavailable: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise StoreError(f"the tenant database failed: {exc}") from exc
+
+
+class SQLiteTables(Tables):
+    backend = "sqlite"
+
+    def __init__(self, url: str) -> None:
+        if not url.startswith("sqlite:///"):
+            raise ValueError(f"SQLite URLs look like sqlite:///file.db: {url}")
+        self.root = Path(url[len("sqlite:///"):]).parent / "tenants"
+
+    def path(self, tenant: str) -> Path:
+        if not _TENANT.match(tenant):
+            raise ValueError(f"invalid tenant name {tenant!r}")
+        return self.root / f"{tenant}.db"
+
+    def _connect(self, tenant: str) -> sqlite3.Connection:
+        path = self.path(tenant)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _translated():
+            conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def check(self, tenant: str, table: str, columns: Mapping[str, str],
+              primary_key: Sequence[str]) -> None:
+        validate(table, columns, primary_key)
+        if not self.path(tenant).exists():
+            return
+        conn = self._connect(tenant)
+        try:
+            with _translated():
+                existing, key = _describe(conn, table)
+        finally:
+            conn.close()
+        if existing:
+            conflicts(table, existing, key, columns, primary_key)
+
+    @contextmanager
+    def load(self, tenant: str, table: str, columns: Mapping[str, str],
+             primary_key: Sequence[str]) -> Iterator[Load]:
+        validate(table, columns, primary_key)
+        conn = self._connect(tenant)
+        try:
+            with _translated():
+                conn.execute("CREATE TEMP TABLE stage ("
+                             + ", ".join(f"{_q(c)} {SQL_TYPES[t]}" for c, t in columns.items())
+                             + ")")
+            yield _SQLiteLoad(conn, table, dict(columns), list(primary_key))
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.close()
+
+    def describe(self, tenant: str, table: str) -> dict[str, str] | None:
+        if not self.path(tenant).exists():
+            return None
+        conn = self._connect(tenant)
+        try:
+            with _translated():
+                columns, _ = _describe(conn, table)
+        finally:
+            conn.close()
+        return columns or None
+
+    def rows(self, tenant: str, table: str, order_by: Sequence[str] = ()) -> Iterator[
+            dict[str, Any]]:
+        conn = self._connect(tenant)
+        try:
+            with _translated():
+                cur = conn.execute(f"SELECT * FROM main.{_q(table)}"
+                                   + (" ORDER BY " + ", ".join(map(_q, order_by))
+                                      if order_by else ""))
+                names = [d[0] for d in cur.description]
+                for row in cur:
+                    yield dict(zip(names, row, strict=True))
+        finally:
+            conn.close()
+
+    def drop_area(self, tenant: str) -> None:
+        path = self.path(tenant)
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+class _SQLiteLoad(Load):
+    def __init__(self, conn: sqlite3.Connection, table: str,
+                 columns: dict[str, str], primary_key: list[str]) -> None:
+        self._conn = conn
+        self._table = table
+        self._columns = columns
+        self._key = primary_key
+        self._adapters = [_adapt(kind) for kind in columns.values()]
+        self._insert = (f"INSERT INTO temp.stage VALUES ({', '.join('?' * len(columns))})")
+
+    def _adapted(self, rows: Iterable[Row]) -> Iterator[tuple[Any, ...]]:
+        adapters = self._adapters
+        for row in rows:
+            yield tuple(v if a is None else a(v) for a, v in zip(adapters, row, strict=True))
+
+    def stage(self, rows: Iterable[Row]) -> int:
+        staged = 0
+        source = self._adapted(rows)
+        with _translated():
+            while batch := list(islice(source, _BATCH)):
+                # The TEMP database only: no lock on the tenant's file is taken here.
+                self._conn.execute("BEGIN")
+                self._conn.executemany(self._insert, batch)
+                self._conn.execute("COMMIT")
+                staged += len(batch)
+        return staged
+
+    def finish(self) -> tuple[int, int]:
+        conn, table, columns, key = self._conn, _q(self._table), self._columns, self._key
+        names = ", ".join(map(_q, columns))
+        with _translated():
+            conn.execute("BEGIN IMMEDIATE")
+            existing, existing_key = _describe(conn, self._table)
+            if existing:
+                conflicts(self._table, existing, existing_key, columns, key)
+                for name, kind in columns.items():
+                    if name not in existing:
+                        conn.execute(f"ALTER TABLE main.{table} ADD COLUMN {_q(name)}"
+                                     f" {SQL_TYPES[kind]}")
+            else:
+                conn.execute(f"CREATE TABLE main.{table} ("
+                             + ", ".join(f"{_q(c)} {SQL_TYPES[t]}" for c, t in columns.items())
+                             + f", PRIMARY KEY ({', '.join(map(_q, key))}))")
+            total = conn.execute("SELECT count(*) FROM temp.stage").fetchone()[0]
+            match = " AND ".join(f"m.{_q(c)} = s.{_q(c)}" for c in key)
+            updated = conn.execute(
+                f"SELECT count(*) FROM temp.stage s WHERE EXISTS"
+                f" (SELECT 1 FROM main.{table} m WHERE {match})").fetchone()[0]
+            others = [c for c in columns if c not in key]
+            action = ("DO UPDATE SET " + ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in others)
+                      if others else "DO NOTHING")
+            # WHERE true: without it SQLite would read ON CONFLICT as a join clause.
+            conn.execute(f"INSERT INTO main.{table} ({names}) SELECT {names} FROM temp.stage"
+                         f" WHERE true ON CONFLICT ({', '.join(map(_q, key))}) {action}")
+            conn.execute("COMMIT")
+        return total - updated, updated

@@ -1,0 +1,72 @@
+"""The tenants' data area, on each backend: one staged load, applied at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+
+from jobdock.errors import InvalidInput
+from jobdock.store.tables import TableConflict, Tables, open_tables
+
+COLUMNS = {"id": "int", "name": "str", "score": "float", "ok": "bool", "day": "date",
+           "at": "datetime"}
+ROW = (1, "a", 1.5, True, dt.date(2024, 1, 2), dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
+
+
+@pytest.fixture
+def tables(database_url: str) -> Iterator[Tables]:
+    data = open_tables(database_url)
+    yield data
+    data.drop_area("default")
+    data.drop_area("acme")
+
+
+def test_load_inserts_then_updates(tables: Tables) -> None:
+    with tables.load("default", "t", COLUMNS, ["id"]) as load:
+        assert load.stage([ROW, (2, None, None, None, None, None)]) == 2
+        assert load.finish() == (2, 0)
+    with tables.load("default", "t", {"id": "int", "name": "str"}, ["id"]) as load:
+        load.stage([(2, "b"), (3, "c")])
+        assert load.finish() == (1, 1)
+    rows = list(tables.rows("default", "t", ["id"]))
+    assert [(r["id"], r["name"]) for r in rows] == [(1, "a"), (2, "b"), (3, "c")]
+    assert rows[0]["score"] == 1.5
+    assert tables.describe("default", "t") == COLUMNS
+    assert tables.describe("acme", "t") is None
+
+
+def test_unfinished_or_failed_load_keeps_nothing(tables: Tables) -> None:
+    with tables.load("default", "t", COLUMNS, ["id"]) as load:
+        load.stage([ROW])
+    assert tables.describe("default", "t") is None
+    with pytest.raises(RuntimeError), tables.load("default", "t", COLUMNS, ["id"]) as load:
+        load.stage([ROW])
+        raise RuntimeError("stop")
+    assert tables.describe("default", "t") is None
+
+
+def test_new_columns_are_added_and_changed_types_refused(tables: Tables) -> None:
+    with tables.load("default", "t", {"id": "int"}, ["id"]) as load:
+        load.stage([(1,)])
+        load.finish()
+    with tables.load("default", "t", {"id": "int", "extra": "date"}, ["id"]) as load:
+        load.stage([(1, dt.date(2020, 1, 1))])
+        assert load.finish() == (0, 1)
+    assert tables.describe("default", "t") == {"id": "int", "extra": "date"}
+    with pytest.raises(TableConflict, match="extra is date, declared str"):
+        tables.check("default", "t", {"id": "int", "extra": "str"}, ["id"])
+    with pytest.raises(TableConflict, match="primary key"), tables.load(
+            "default", "t", {"id": "int", "extra": "date"}, ["extra"]) as load:
+        load.stage([(2, dt.date(2020, 1, 2))])
+        load.finish()
+    assert len(list(tables.rows("default", "t"))) == 1
+
+
+@pytest.mark.parametrize("name", ["Customers", "1abc", "a-b", 'x"; drop table t; --', "a" * 64])
+def test_names_are_validated(tables: Tables, name: str) -> None:
+    with pytest.raises(InvalidInput):
+        tables.check("default", name, {"id": "int"}, ["id"])
+    with pytest.raises(InvalidInput):
+        tables.check("default", "t", {name: "int"}, [name])
