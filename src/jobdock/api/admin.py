@@ -15,7 +15,7 @@ response carries a key's hash.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +28,8 @@ from jobdock.model import ApiKey, AppRecord, Tenant
 router = APIRouter(prefix="/v1", tags=["admin"])
 
 Scope = Literal["jobs:read", "jobs:write", "jobs:delete", "admin"]
+# Routes that act on a tenant named in the request: an operator may name a missing one.
+NO_TENANT: dict[int | str, dict[str, Any]] = {404: {"description": "no such tenant"}}
 TenantQuery = Annotated[str | None, Query(
     description="tenant to act on (operator admins only); the key's own tenant when omitted")]
 
@@ -168,7 +170,8 @@ def _key_out(key: ApiKey) -> KeyOut:
 
 # -- tenants ---------------------------------------------------------------------
 @router.post("/tenants", status_code=201, response_model=TenantOut,
-             summary="Create a tenant (operator admins only)")
+             summary="Create a tenant (operator admins only)",
+             responses={409: {"description": "a tenant of that name exists"}})
 def create_tenant(body: TenantCreate, principal: Admin, engine: EngineDep,
                   response: Response) -> TenantOut:
     if not _operator(principal):
@@ -200,7 +203,8 @@ def get_tenant(name: str, principal: Admin, engine: EngineDep) -> TenantOut:
 
 
 # -- apps ------------------------------------------------------------------------
-@router.post("/apps", status_code=201, response_model=AppOut, summary="Create an app")
+@router.post("/apps", status_code=201, response_model=AppOut, summary="Create an app",
+             responses={**NO_TENANT, 409: {"description": "the tenant has an app of that name"}})
 def create_app(body: AppCreate, principal: Admin, access: AccessDep,
                response: Response) -> AppOut:
     tenant = _tenant_to_administer(principal, body.tenant)
@@ -231,7 +235,7 @@ def get_app(app_id: str, principal: Admin, access: AccessDep) -> AppOut:
 
 
 # -- keys ------------------------------------------------------------------------
-@router.post("/keys", status_code=201, response_model=KeyCreated,
+@router.post("/keys", status_code=201, response_model=KeyCreated, responses=NO_TENANT,
              summary="Create an API key; the response is the only place its secret appears")
 def create_key(body: KeyCreate, principal: Admin, access: AccessDep,
                response: Response) -> KeyCreated:

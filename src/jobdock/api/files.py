@@ -96,7 +96,9 @@ _UPLOAD_BODY: dict[str, Any] = {
 
 
 @router.post("/uploads", status_code=201, response_model=UploadOut, openapi_extra=_UPLOAD_BODY,
-             responses={413: {"description": "larger than the upload limit"}})
+             responses={413: {"description": "larger than the upload limit"},
+                        422: {"description": "no `file` part, no file name, or a malformed"
+                              " multipart body"}})
 async def create_upload(
     request: Request, response: Response, principal: Writer, engine: EngineDep,
     name: Annotated[str | None, Query(max_length=files.MAX_NAME_LENGTH,
@@ -294,8 +296,10 @@ def _guess_type(filename: str | None) -> str | None:
 
 
 # -- downloads ---------------------------------------------------------------------
-@router.get("/blobs/{token}", responses={403: {"description": "expired or invalid token"}},
-            response_class=StreamingResponse)
+@router.get("/blobs/{token}", response_class=StreamingResponse, responses={
+    200: {"description": "the file, as an attachment, with the media type its name suggests",
+          "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+    403: {"description": "expired or invalid token"}})
 def download(token: str, request: Request, engine: EngineDep) -> StreamingResponse:
     """A blob, to whoever holds a valid token for it (no API key needed)."""
     key, filename = verify_blob_token(request.app.state.secret, token)

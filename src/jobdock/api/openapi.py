@@ -2,11 +2,16 @@
 
 FastAPI's generated document is completed in three ways:
 - error answers are `application/problem+json` bodies of the `Problem` schema;
-  FastAPI's default 422 `HTTPValidationError` is never sent, so it is replaced
-  (and by a 400 on routes without a body: bad parameters are 400s here);
-- routes that take an API key say so (`security`), with their 401 and 403, and
-  429 under /v1 where rate limits apply;
-- routes that declare `security: []` (probes, signed downloads) are left alone.
+  FastAPI's default 422 `HTTPValidationError` is never sent, so it is replaced;
+- the problems that follow from a route's shape are declared here, once for
+  all routes: 400 where it has parameters (bad parameters are 400s here), 404
+  where its path names something, 422 where it takes a JSON body (and 413 and
+  415 under /v1, where body limits apply); a route declares the others it can
+  answer (409, ...) itself;
+- routes that take an API key say so (`security`), with their 401, 403 and 503
+  (the key is looked up in the database), and 429 under /v1 where rate limits
+  apply; routes that declare `security: []` (probes, signed downloads) are not
+  keyed.
 """
 
 from __future__ import annotations
@@ -28,7 +33,13 @@ __all__ = ["install"]
 
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 _KEYED = {"401": "no valid API key (`Authorization: Bearer <key>`)",
-          "403": "the key lacks the scope this route needs"}
+          "403": "the key lacks the scope this route needs",
+          "503": "the database cannot be reached; try again after `Retry-After`"}
+_PARAMETERS = {"400": "a parameter is invalid (named in `errors`)"}
+_PATH = {"404": "not found (what the caller may not see answers the same)"}
+_JSON_BODY = {"422": "the body is invalid (fields named in `errors`)"}
+_BODY_LIMITS = {"413": "the body is over the size limit",  # api/limits.py, under /v1
+                "415": "the body is not JSON (`Content-Type: application/json`)"}
 _UNUSED = ("HTTPValidationError", "ValidationError")
 
 
@@ -80,19 +91,24 @@ def _routes(api: FastAPI) -> Iterator[tuple[str, set[str], Dependant]]:
 
 def _complete(path: str, operation: dict[str, Any], keyed: bool) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
-    validation = responses.pop("422", None)
-    if validation is not None:
-        if "requestBody" in operation:
-            responses["422"] = {"description": validation.get("description", "invalid body")}
-        else:
-            responses.setdefault("400", {"description": "a parameter is invalid"})
+    if "HTTPValidationError" in json.dumps(responses.get("422", {})):
+        del responses["422"]  # FastAPI's HTTPValidationError, never sent
+    problems: dict[str, str] = {}
+    if operation.get("parameters"):
+        problems.update(_PARAMETERS)
+    if "{" in path:
+        problems.update(_PATH)
+    if "application/json" in operation.get("requestBody", {}).get("content", {}):
+        problems.update(_JSON_BODY)
+        if path.startswith("/v1/"):
+            problems.update(_BODY_LIMITS)
     if keyed and "security" not in operation:
         operation["security"] = [{"apiKey": []}]
-        for status, description in _KEYED.items():
-            responses.setdefault(status, {"description": description})
+        problems.update(_KEYED)
         if path.startswith("/v1/"):
-            responses.setdefault("429", {"description": "over the key's rate limit; see"
-                                         " Retry-After"})
+            problems["429"] = "over the key's rate limit; see Retry-After"
+    for status, description in problems.items():
+        responses.setdefault(status, {"description": description})
     for status, response in responses.items():
         if status[0] in "45":
             response["content"] = dict(_PROBLEM)
