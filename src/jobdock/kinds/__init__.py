@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from jobdock.engine import KindSpec
+from jobdock.kinds.ingest import IngestInput, IngestTableInput, ingest, ingest_table
 from jobdock.kinds.sleep import SleepInput, sleep
 from jobdock.kinds.webhook import MAX_ATTEMPTS, WebhookInput, deliver
 from jobdock.worker.runner import JobFunction
@@ -15,4 +16,12 @@ BUILTIN: list[tuple[KindSpec, JobFunction]] = [
               description="Deliver a signed job event to a webhook subscription (Standard"
               " Webhooks headers); retried with backoff until the receiver answers 2xx."),
      deliver),
+    (KindSpec("ingest", input_model=IngestInput,
+              description="Load uploaded CSV, JSONL, Parquet or Avro files (optionally gzipped)"
+              " into the tenant's tables: one ingest_table child job per table."),
+     ingest),
+    (KindSpec("ingest_table", input_model=IngestTableInput,
+              description="Load one table of an ingest; counts read, inserted, updated,"
+              " rejected (duplicate keys) and errors, per table and per file."),
+     ingest_table),
 ]
