@@ -243,6 +243,7 @@ class SQLiteStore(SQLiteAccess, Store):
     # -- jobs: submit and read ---------------------------------------------
     def job_insert_many(self, jobs: Sequence[NewJob]) -> list[InsertResult]:
         results: list[InsertResult] = []
+        rows = []  # jobs without an idempotency key, inserted together at the end
         with self._write() as conn:
             seqs = self._take_seqs(conn, jobs)
             for new in jobs:
@@ -255,13 +256,19 @@ class SQLiteStore(SQLiteAccess, Store):
                 seq = seqs[new.tenant_id]
                 seqs[new.tenant_id] += 1
                 created = _ts(new.created_at)
-                conn.execute(_Q["job_insert"], (
+                row = (
                     new.id, new.tenant_id, new.app_id, seq, new.kind, new.name, new.status.value,
                     new.priority, _dumps(new.input), _dumps(new.labels or None), new.parent_id,
                     new.max_attempts, _ts(new.run_at), new.timeout_s, new.retention_s,
                     new.idempotency_key, created, created,
-                ))
+                )
+                if new.idempotency_key is not None:
+                    # Inserted at once: a later job of the batch with the same key finds it.
+                    conn.execute(_Q["job_insert"], row)
+                else:
+                    rows.append(row)
                 results.append(InsertResult(_new_job(new, seq), created=True))
+            conn.executemany(_Q["job_insert"], rows)
         return results
 
     def _take_seqs(self, conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> dict[str, int]:
