@@ -245,7 +245,15 @@ WITH clock AS (
     JOIN chosen ON chosen.id = locked.id
     CROSS JOIN clock
     WHERE j.id = locked.id AND j.status = 'queued'
-    RETURNING j.*, chosen.pos AS claim_pos
+    -- Read by position in postgres.py (_claimed_job), after `candidates`. Status
+    -- and worker are the claim's own; an empty labels object comes back NULL
+    -- and the input as text, which Python decodes faster than psycopg's jsonb
+    -- loader (a claim reads hundreds of rows on the worker's busiest thread).
+    RETURNING chosen.pos AS claim_pos, j.id, j.tenant_id, j.app_id, j.seq, j.kind, j.name,
+              j.priority, j.input::text AS input, j.result, j.error, j.stats, j.progress,
+              NULLIF(j.labels, '{}'::jsonb) AS labels, j.parent_id, j.attempt, j.max_attempts,
+              j.run_at, j.timeout_s, j.retention_s, j.idempotency_key, j.created_at,
+              j.started_at, j.finished_at, j.updated_at, j.expires_at, j.lease_expires_at
 )
 SELECT (SELECT count(*) FROM chosen) AS candidates, claimed.*
 FROM (SELECT 1) AS one
