@@ -272,7 +272,7 @@ class PostgresStore(PostgresAccess, Store):
             "statuses": [str(j.status) for j in jobs],
             "priorities": [int(j.priority) for j in jobs],
             "inputs": [_dumps(j.input) for j in jobs],
-            "labels": [_dumps(j.labels) for j in jobs],
+            "labels": [_dumps(j.labels) if j.labels else None for j in jobs],
             "parent_ids": [j.parent_id for j in jobs],
             "max_attempts": [int(j.max_attempts) for j in jobs],
             "run_ats": [j.run_at for j in jobs],
@@ -293,7 +293,10 @@ class PostgresStore(PostgresAccess, Store):
         self, conn: psycopg.Connection[Any], jobs: list[Job], next_seq: dict[str, int]
     ) -> None:
         """Large batches without idempotency keys: binary COPY, about twice as fast
-        as the unnest insert (rows are encoded in C rather than as Python arrays)."""
+        as the unnest insert (rows are encoded in C rather than as Python arrays).
+
+        Empty labels are written as NULL (read back as {}, as on SQLite): most jobs
+        have none, and encoding an empty object costs as much as encoding the input."""
         conn.execute(
             _Q["tenants_set_next_seq"],
             {"ids": list(next_seq), "next_seqs": list(next_seq.values())},
@@ -304,7 +307,8 @@ class PostgresStore(PostgresAccess, Store):
             for j in jobs:
                 write((
                     j.id, j.tenant_id, j.app_id, j.seq, j.kind, j.name, str(j.status),
-                    int(j.priority), Jsonb(j.input, _ENCODE), Jsonb(j.labels, _ENCODE),
+                    int(j.priority), Jsonb(j.input, _ENCODE),
+                    Jsonb(j.labels, _ENCODE) if j.labels else None,
                     j.parent_id, 0, int(j.max_attempts), j.run_at, j.timeout_s,
                     int(j.retention_s or 0), None, j.created_at, j.created_at,
                 ))  # fmt: skip
@@ -783,6 +787,8 @@ def _json_equal(a: Any, b: Any) -> bool:
 def _utc(value: datetime) -> datetime:
     """Times sent are made timezone-aware (naive ones are taken as UTC); times read
     back are UTC already, as every session runs with TimeZone UTC."""
+    if value.tzinfo is UTC:
+        return value  # the common case, and a batch converts two times per job
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
