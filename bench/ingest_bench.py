@@ -25,6 +25,10 @@ same rows as Parquet), in one run and one after the other:
   file's bytes through psycopg's `copy`; SQLite `executemany` of rows parsed and
   converted before the clock starts, in one transaction, into a plain table.
 
+- tables (only with `--routes ...,tables`): jobdock's data area alone,
+  `Tables.load` fed rows parsed and typed beforehand, stage() and finish() timed
+  apart: what the store layer costs without the reader and the checks.
+
 Each route runs in its own process so that its VmHWM is its own. Row counts are
 checked. Results go to bench/out/ingest.json and a Markdown table to stdout.
 """
@@ -238,6 +242,36 @@ def route_raw(backend: str, path: str, target: str) -> dict[str, Any]:
     return {"seconds": elapsed, "count": count}
 
 
+def route_tables(backend: str, path: str, target: str) -> dict[str, Any]:
+    """jobdock's data area alone: `Tables.load` fed rows parsed and typed beforehand (no
+    reader, no checks), with stage() and finish() timed apart."""
+    from jobdock.store.tables import open_tables
+
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        next(reader)
+        rows = [(int(r[0]), r[1], r[2], r[3], float(r[4]), float(r[5]),
+                 date.fromisoformat(r[6]), date.fromisoformat(r[7]), int(r[8]), r[9] == "true")
+                for r in reader]
+    if backend == "sqlite":
+        url = f"sqlite:///{Path(target).parent}/tables-only/jobs.db"
+    else:
+        pg_drop(f"{PEER_SCHEMA}_data_{TENANT}")
+        url = schema_url(PEER_SCHEMA)
+    tables = open_tables(url)
+    try:
+        started = time.perf_counter()
+        with tables.load(TENANT, "tables_only", COLUMNS, ["id"]) as load:
+            load.stage(iter(rows))
+            staged = time.perf_counter()
+            inserted, _ = load.finish()
+        elapsed = time.perf_counter() - started
+    finally:
+        tables.close()
+    return {"seconds": elapsed, "stage_s": staged - started, "finish_s": elapsed - (
+        staged - started), "count": inserted}
+
+
 def child_main(argv: list[str]) -> None:
     kind, out = argv[0], argv[1]
     result: dict[str, Any] = {}
@@ -246,6 +280,8 @@ def child_main(argv: list[str]) -> None:
             result = route_worker(argv[2], argv[3])
         elif kind == "pandas":
             result = route_pandas(argv[2], argv[3], argv[4])
+        elif kind == "tables":
+            result = route_tables(argv[2], argv[3], argv[4])
         else:
             result = route_raw(argv[2], argv[3], argv[4])
     finally:
@@ -361,7 +397,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--formats", default="csv,parquet")
-    parser.add_argument("--routes", default="jobdock,pandas,raw")
+    parser.add_argument("--routes", default="jobdock,pandas,raw",
+                        help="also: tables (jobdock's Tables.load alone, pre-parsed rows)")
     parser.add_argument("--profile", action="store_true",
                         help="only py-spy 15 s of jobdock's CSV ingest per backend")
     parser.add_argument("--big-gb", type=float, default=0.0,
@@ -393,7 +430,7 @@ def main() -> None:
                 routes = (["jobdock"] if args.big_gb or args.profile
                           else args.routes.split(","))
                 for route in routes:
-                    if route == "raw" and fmt != "csv":
+                    if route in ("raw", "tables") and fmt != "csv":
                         continue  # the raw limit is the CSV's
                     run += 1
                     log(f"{backend} {fmt} {route}: uptime {os.getloadavg()}")
@@ -403,8 +440,8 @@ def main() -> None:
                     elif route == "pandas":
                         r = run_child(py_peer, ["pandas", backend, str(path), str(sqlite_peer)],
                                       tmp)
-                    else:
-                        r = run_child(sys.executable, ["raw", backend, str(path),
+                    else:  # raw, tables
+                        r = run_child(sys.executable, [route, backend, str(path),
                                                        str(sqlite_peer)], tmp)
                     r.update(backend=backend, format=fmt, route=route, rows=rows,
                              load=os.getloadavg(), rows_per_s=rows / r["seconds"])
@@ -432,7 +469,9 @@ def table(results: list[dict[str, Any]]) -> str:
     for r in results:
         pandas = by.get((r["backend"], r["format"], "pandas"))
         raw = by.get((r["backend"], "csv", "raw"))
-        job = f" ({r['job_s']:.1f})" if "job_s" in r else ""
+        job = (f" ({r['job_s']:.1f})" if "job_s" in r else
+               f" (stage {r['stage_s']:.1f} + finish {r['finish_s']:.1f})" if "stage_s" in r
+               else "")
         ratio = (f"{r['rows_per_s'] / pandas['rows_per_s']:.2f}" if pandas and
                  r["route"] == "jobdock" else "")
         of_raw = (f"{r['rows_per_s'] / raw['rows_per_s']:.0%}" if raw and r["route"] != "raw"
