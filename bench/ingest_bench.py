@@ -51,6 +51,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# As in bench/common.py: a `git archive` of the commit to measure, put first on the path
+# (the child processes inherit it), so that unsaved edits in the shared work tree stay out.
+# Unset, the editable install (the work tree) is measured.
+JOBDOCK_SRC = os.environ.get("BENCH_JOBDOCK_SRC", "")
+if JOBDOCK_SRC and JOBDOCK_SRC not in sys.path:
+    sys.path.insert(0, JOBDOCK_SRC)
 OUT = ROOT / "bench" / "out"
 PG_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/bench")
 SCHEMA = "bench_ingest"  # the job store (its data area is bench_ingest_data_bench)
