@@ -70,6 +70,8 @@ class KindSpec:
     priority: int = 0
     input_model: type[BaseModel] | None = None
     description: str = ""
+    # Labels a job of this kind gets from its (validated) input; given labels win.
+    labels_of: Callable[[Any], dict[str, str]] | None = None
 
     def input_schema(self) -> dict[str, Any]:
         if self.input_model is None:
@@ -191,13 +193,17 @@ class Engine:
                                       [{"field": "timeout_s", "message": "must be > 0"}])
         retention = next(v for v in (r.retention_s, spec.retention_s, tenant.retention_s,
                                      self.settings.retention_s) if v is not None)
+        validated = _validated_input(spec, r.input)
+        labels = r.labels
+        if spec.labels_of is not None:
+            labels = {**spec.labels_of(validated), **(r.labels or {})}
         return NewJob(
-            id=job_id, tenant_id=tenant.id, kind=r.kind, input=_validated_input(spec, r.input),
+            id=job_id, tenant_id=tenant.id, kind=r.kind, input=validated,
             status=JobStatus.SCHEDULED if run_at > now else JobStatus.QUEUED,
             run_at=run_at, created_at=now, max_attempts=max_attempts, retention_s=retention,
             app_id=r.app_id, name=r.name,
             priority=spec.priority if r.priority is None else int(r.priority),
-            labels=_checked_labels(r.labels), parent_id=r.parent_id,
+            labels=_checked_labels(labels), parent_id=r.parent_id,
             timeout_s=spec.timeout_s if r.timeout_s is None else r.timeout_s,
             idempotency_key=r.idempotency_key,
         )

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 from jobdock.engine import KindSpec
+from jobdock.kinds.flow import (
+    FlowExportInput,
+    FlowImportInput,
+    FlowInput,
+    flow,
+    flow_export,
+    flow_import,
+    flow_labels,
+)
 from jobdock.kinds.ingest import IngestInput, IngestTableInput, ingest, ingest_table
 from jobdock.kinds.sleep import SleepInput, sleep
 from jobdock.kinds.webhook import MAX_ATTEMPTS, WebhookInput, deliver
@@ -24,4 +33,17 @@ BUILTIN: list[tuple[KindSpec, JobFunction]] = [
               description="Load one table of an ingest; counts read, inserted, updated,"
               " rejected (duplicate keys) and errors, per table and per file."),
      ingest_table),
+    (KindSpec("flow", input_model=FlowInput, labels_of=flow_labels,
+              description="An integration flow: an export step (records from an upload or a"
+              " table, in pages) then an import step (map, validate, upsert into a table),"
+              " as flow_export and flow_import child jobs."),
+     flow),
+    (KindSpec("flow_export", input_model=FlowExportInput, labels_of=flow_labels,
+              description="Step 0 of a flow: read the source in pages into records.jsonl;"
+              " counts exported and pages; submits the flow_import step."),
+     flow_export),
+    (KindSpec("flow_import", input_model=FlowImportInput, labels_of=flow_labels,
+              description="Step 1 of a flow: map, check and upsert the exported records a"
+              " page at a time; counts success, errors (with retry data), ignored, pages."),
+     flow_import),
 ]

@@ -1,0 +1,404 @@
+"""The `flow` kind: export records from a source, then import them into a table.
+
+A `flow` job names an export (a source: an upload, CSV or JSONL, or a table of the
+tenant's data area; read in pages of `page_size`) and an import (a table with its
+columns, their types and a primary key; a mapping of table columns to source
+fields; required columns; records to ignore). It submits a `flow_export` child
+(step 0) and succeeds: like `ingest`, the children are the work and carry the
+state, times and counters that readers (the integrator dialect) show.
+
+`flow_export` reads the source page by page and writes the records, as JSON
+Lines, to its artifact `records.jsonl`; counters `exported` and `pages`. A line of
+an upload that cannot be parsed is an error record (`errors`) and is not exported.
+When the whole source is written, it submits the `flow_import` child (step 1, a
+sibling under the flow job; the idempotency key `flow:<flow job>:import` makes a
+retried export find the same import).
+
+`flow_import` reads the exported records page by page. Each record is checked
+against `ignore_if` (every field equal: `ignored`), mapped (column <- source
+field, `mapping` naming the source field of a column when its name differs; a
+dotted name reaches into nested objects), checked for its required columns and
+its declared types (the `ingest` kind's coercion), and the good ones of a page are
+upserted together (one transaction per page, so a cancel, seen between pages,
+never leaves half a page written); counters `success`, `errors`, `ignored`,
+`pages`. Each failing record is an error record whose `record` holds the field,
+the extracted and the mapped record, and whose retry data names a blob of the job
+(`<tenant>/<job>/retry/<retry id>.json`) that holds the extracted record: it can
+be read and corrected (`GET/PUT /v1/jobs/{id}/errors/{error_id}/retry-data`), and
+an errors retry runs the corrected records again as a new `flow_import` job (the
+engine's errors retry: same parent, input plus `records` and `retry_of`).
+
+Within one page, records with the same primary key are written once: the last one
+wins, and each counts as a success.
+
+The flow job and its steps are labelled at submit (`KindSpec.labels_of`) with
+`integration_id`, `flow_id`, `export_id` and `import_id` from their input, so lists
+filter them by label.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+import jobdock.errors as errors
+from jobdock.blobs import blob_key
+from jobdock.engine import SubmitRequest
+from jobdock.ids import new_id
+from jobdock.kinds.ingest import ColumnType, RowChecker
+from jobdock.kinds.readers import UnreadableFile, read_records
+from jobdock.store.tables import NAME, open_tables
+from jobdock.worker.context import JobContext
+
+RECORDS_ARTIFACT = "records.jsonl"
+MAX_PAGE_SIZE = 10_000
+ERROR_SOURCE = "jobdock"
+# Retry data of a flow import error: {"blob": <key>, "retry_id": <id>}.
+RETRY_BLOB = "blob"
+RETRY_ID = "retry_id"
+
+
+class FlowFailed(errors.InvalidInput):
+    """A flow step cannot run as asked (a missing upload or table, an unreadable file)."""
+
+    code = "flow_failed"
+
+
+# -- input -------------------------------------------------------------------
+class SourceSpec(BaseModel):
+    upload: str | None = Field(None, description="an upload id (CSV or JSONL)")
+    table: str | None = Field(None, pattern=NAME.pattern,
+                              description="a table of the tenant's data area")
+
+    @model_validator(mode="after")
+    def _one(self) -> SourceSpec:
+        if (self.upload is None) == (self.table is None):
+            raise ValueError("name exactly one of 'upload' and 'table'")
+        return self
+
+
+class ExportSpec(BaseModel):
+    export_id: str = Field(min_length=1, max_length=200)
+    source: SourceSpec
+    page_size: int = Field(100, ge=1, le=MAX_PAGE_SIZE, description="records per page")
+
+
+class ImportSpec(BaseModel):
+    import_id: str = Field(min_length=1, max_length=200)
+    table: str = Field(pattern=NAME.pattern, description="the table to upsert into")
+    primary_key: list[str] = Field(min_length=1)
+    columns: dict[str, ColumnType] = Field(min_length=1,
+                                           description="table column → declared type")
+    mapping: dict[str, str] = Field(default_factory=dict,
+                                    description="table column → source field, when they"
+                                    " differ (a dotted name reaches into objects)")
+    required: list[str] = Field(default_factory=list, description="columns that must have"
+                                " a value")
+    ignore_if: dict[str, Any] = Field(default_factory=dict, description="source field →"
+                                      " value: records matching all of them are ignored")
+
+    @field_validator("columns")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [name for name in value if not NAME.match(name)]
+        if bad:
+            raise ValueError(f"invalid column name(s) {bad}: use a-z, 0-9 and _, at most 63")
+        return value
+
+    @model_validator(mode="after")
+    def _declared(self) -> ImportSpec:
+        for what, names in (("primary_key", self.primary_key), ("required", self.required),
+                            ("mapping", list(self.mapping))):
+            missing = [c for c in names if c not in self.columns]
+            if missing:
+                raise ValueError(f"{what} names column(s) {missing} not declared in columns")
+        if len(set(self.primary_key)) != len(self.primary_key):
+            raise ValueError("primary_key names a column twice")
+        return self
+
+
+class _ByAlias(BaseModel):
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True,
+                              serialize_by_alias=True)
+
+
+class FlowInput(_ByAlias):
+    integration_id: str = Field(min_length=1, max_length=200)
+    flow_id: str = Field(min_length=1, max_length=200)
+    export: ExportSpec
+    import_: ImportSpec = Field(alias="import")
+
+
+class FlowExportInput(FlowInput):
+    pass
+
+
+class FlowImportInput(_ByAlias):
+    integration_id: str = Field(min_length=1, max_length=200)
+    flow_id: str = Field(min_length=1, max_length=200)
+    export_id: str = Field(min_length=1, max_length=200)
+    import_: ImportSpec = Field(alias="import")
+    page_size: int = Field(100, ge=1, le=MAX_PAGE_SIZE)
+    source_blob: str | None = Field(None, description="the export's records (JSON Lines)")
+    records: list[Any] | None = Field(None, description="records to import instead of the"
+                                      " export's (an errors retry: their retry data)")
+    retry_of: str | None = None
+
+    @model_validator(mode="after")
+    def _source(self) -> FlowImportInput:
+        if self.source_blob is None and self.records is None:
+            raise ValueError("name the export's records (source_blob) or give records")
+        return self
+
+
+def flow_labels(input: Any) -> dict[str, str]:
+    """The labels of a flow job or step, from its validated input (KindSpec.labels_of)."""
+    if not isinstance(input, dict):
+        return {}
+    export = input.get("export") or {}
+    found = {"integration_id": input.get("integration_id"), "flow_id": input.get("flow_id"),
+             "export_id": input.get("export_id") or export.get("export_id"),
+             "import_id": (input.get("import") or {}).get("import_id")}
+    return {k: v for k, v in found.items() if isinstance(v, str)}
+
+
+def _reset_counters(ctx: JobContext) -> None:
+    """A retried attempt starts again from nothing: the counters too."""
+    stale = {name: -value for name, value in ctx.stats.items() if value}
+    if stale:
+        ctx.count(**stale)
+
+
+# -- the flow ------------------------------------------------------------------
+def flow(ctx: JobContext, input: FlowInput) -> dict[str, Any]:
+    job = ctx.job
+    [child] = ctx.engine.submit_many([SubmitRequest(
+        kind="flow_export", input=input.model_dump(mode="json"),
+        name=input.export.export_id, parent_id=job.id,
+        app_id=job.app_id, priority=job.priority, idempotency_key=f"flow:{job.id}:export")],
+        tenant=job.tenant_id)
+    return {"export_job_id": child.id}
+
+
+# -- step 0: export -------------------------------------------------------------
+def flow_export(ctx: JobContext, input: FlowExportInput) -> dict[str, Any]:
+    _reset_counters(ctx)
+    job = ctx.job
+    page_size = input.export.page_size
+    artifact = ctx.artifact(RECORDS_ARTIFACT, _export_pages(ctx, input, page_size),
+                            content_type="application/x-ndjson")
+    ctx.raise_if_cancelled()
+    parent = job.parent_id
+    key = f"flow:{parent}:import" if parent else f"flow-export:{job.id}:import"
+    imported = FlowImportInput(
+        integration_id=input.integration_id, flow_id=input.flow_id,
+        export_id=input.export.export_id, import_=input.import_, page_size=page_size,
+        source_blob=artifact.blob_key)
+    [child] = ctx.engine.submit_many([SubmitRequest(
+        kind="flow_import", input=imported.model_dump(mode="json"),
+        name=input.import_.import_id, parent_id=parent,
+        app_id=job.app_id, priority=job.priority, idempotency_key=key)], tenant=job.tenant_id)
+    stats = ctx.stats
+    return {"exported": stats.get("exported", 0), "pages": stats.get("pages", 0),
+            "errors": stats.get("errors", 0), "import_job_id": child.id}
+
+
+def _export_pages(ctx: JobContext, input: FlowExportInput, page_size: int) -> Iterator[bytes]:
+    """The source's records as JSON Lines, a page at a time; counts each page."""
+    for page in _pages(_source_records(ctx, input), page_size):
+        ctx.raise_if_cancelled()
+        yield "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":"),
+                                 default=_jsonable) + "\n" for r in page).encode()
+        ctx.count(exported=len(page), pages=1)
+        ctx.progress(ctx.stats.get("exported", 0), None, "exporting")
+
+
+def _source_records(ctx: JobContext, input: FlowExportInput) -> Iterator[dict[str, Any]]:
+    tenant = ctx.job.tenant_id
+    source = input.export.source
+    if source.table is not None:
+        tables = open_tables(ctx.engine.settings.database_url)
+        try:
+            if tables.describe(tenant, source.table) is None:
+                raise FlowFailed(f"table {source.table!r} does not exist")
+            for row in tables.rows(tenant, source.table):
+                yield {k: _jsonable(v) if not isinstance(v, str | int | float | bool)
+                       and v is not None else v for k, v in row.items()}
+        finally:
+            tables.close()
+        return
+    upload_id = source.upload or ""
+    try:
+        name = ctx.engine.upload(tenant, upload_id, ctx.job.app_id).name
+        raw = ctx.open(upload_id)
+    except (errors.NotFound, PermissionError) as exc:
+        raise FlowFailed(f"upload {upload_id!r} does not exist") from exc
+    with raw:
+        try:
+            for record in read_records(raw, name):
+                if record.values is None:
+                    ctx.count(errors=1)
+                    ctx.error(f"{name} {record.unit} {record.position}: {record.error}",
+                              code="bad_record", source=ERROR_SOURCE,
+                              record={"file": name, record.unit: record.position,
+                                      "reason": record.error})
+                    continue
+                yield record.values
+        except UnreadableFile as exc:
+            raise FlowFailed(f"upload {name} ({upload_id}) cannot be read: {exc}") from exc
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _pages(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    page: list[Any] = []
+    for record in records:
+        page.append(record)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+# -- step 1: import -------------------------------------------------------------
+def flow_import(ctx: JobContext, input: FlowImportInput) -> dict[str, Any]:
+    _reset_counters(ctx)
+    spec = input.import_
+    tenant = ctx.job.tenant_id
+    columns = dict(spec.columns)
+    tables = open_tables(ctx.engine.settings.database_url)
+    try:
+        tables.check(tenant, spec.table, columns, spec.primary_key)  # fail early
+        mapper = Mapper(spec)
+        done = 0
+        for page in _pages(_import_records(ctx, input), input.page_size):
+            ctx.raise_if_cancelled()  # between pages only: a page is written whole or not
+            rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+            success = failed = ignored = 0
+            for record in page:
+                if mapper.ignored(record):
+                    ignored += 1
+                    continue
+                mapped, row, problem = mapper.check(record)
+                if problem is not None or row is None:
+                    failed += 1
+                    _record_error(ctx, record, mapped, problem or ("", "", ""))
+                    continue
+                rows[mapper.checker.key_of(row)] = row
+                success += 1
+            if rows:
+                with tables.load(tenant, spec.table, columns, spec.primary_key) as load:
+                    load.stage(rows.values())
+                    load.finish()
+            done += len(page)
+            ctx.count(success=success, errors=failed, ignored=ignored, pages=1)
+            ctx.progress(done, None, "importing")
+    finally:
+        tables.close()
+    stats = ctx.stats
+    return {"table": spec.table, **{k: stats.get(k, 0)
+                                    for k in ("success", "errors", "ignored", "pages")}}
+
+
+def _import_records(ctx: JobContext, input: FlowImportInput) -> Iterator[dict[str, Any]]:
+    if input.records is not None:
+        for item in input.records:
+            record = read_retry_data(ctx, item)
+            if isinstance(record, dict):
+                yield record
+            else:
+                raise FlowFailed("a record to import again is not a JSON object")
+        return
+    with ctx.open(input.source_blob or "") as raw:
+        for line in raw:
+            if line.strip():
+                yield json.loads(line)
+
+
+def read_retry_data(ctx: JobContext, item: Any) -> Any:
+    """The record that a retry data item stands for: its blob's content, or itself."""
+    if isinstance(item, dict) and isinstance(item.get(RETRY_BLOB), str):
+        try:
+            with ctx.open(item[RETRY_BLOB]) as f:
+                return json.loads(f.read())
+        except (errors.NotFound, PermissionError, FileNotFoundError) as exc:
+            raise FlowFailed(f"retry data {item.get(RETRY_ID)!r} no longer exists") from exc
+    return item
+
+
+def _record_error(ctx: JobContext, record: dict[str, Any], mapped: dict[str, Any],
+                  problem: tuple[str, str, str]) -> None:
+    field, reason, code = problem
+    retry_id = new_id()
+    key = blob_key(ctx.job.tenant_id, ctx.job.id, "retry", f"{retry_id}.json")
+    ctx.engine.blobs.put(key, json.dumps(record, ensure_ascii=False, default=_jsonable)
+                         .encode())
+    ctx.error(f"{field}: {reason}" if field else reason, code=code, source=ERROR_SOURCE,
+              record={"field": field, "extracted": record, "mapped": mapped},
+              retry_data={RETRY_BLOB: key, RETRY_ID: retry_id})
+
+
+Problem = tuple[str, str, str]  # (column, reason, code)
+
+
+class Mapper:
+    """Maps an extracted record to the table's columns and checks it."""
+
+    def __init__(self, spec: ImportSpec) -> None:
+        self.sources = {column: spec.mapping.get(column, column) for column in spec.columns}
+        self.required = list(spec.required)
+        self.ignore_if = dict(spec.ignore_if)
+        self.checker = RowChecker(dict(spec.columns), spec.primary_key)
+
+    def ignored(self, record: dict[str, Any]) -> bool:
+        if not self.ignore_if:
+            return False
+        for field, wanted in self.ignore_if.items():
+            value = _get(record, field)
+            if value != wanted and not (isinstance(value, str) and value == _text(wanted)):
+                return False
+        return True
+
+    def check(self, record: dict[str, Any]) -> tuple[dict[str, Any], tuple[Any, ...] | None,
+                                                     Problem | None]:
+        mapped = {column: _get(record, source) for column, source in self.sources.items()}
+        for column in self.required:
+            if mapped.get(column) is None or mapped.get(column) == "":
+                return mapped, None, (column, "missing required field",
+                                      "missing_required_field")
+        row, problem = self.checker.check(mapped)
+        if problem is not None:
+            bad, reason, code = problem
+            return mapped, None, (bad or "", reason, code)
+        return mapped, row, None
+
+
+def _get(record: dict[str, Any], path: str) -> Any:
+    if path in record:
+        return record[path]
+    value: Any = record
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -1,0 +1,173 @@
+"""The `flow` kind on each store: steps, counters, error records, retry data, cancel."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from jobdock import App
+from jobdock.errors import InvalidInput
+from jobdock.kinds.flow import RETRY_BLOB
+from jobdock.store.tables import open_tables
+from tests.kinds.flowing import (
+    BAD_TOTAL,
+    GOOD,
+    IGNORED,
+    NO_EMAIL,
+    flow_input,
+    wait_flow,
+    wait_job,
+)
+from tests.kinds.ingesting import csv_bytes, jsonl_bytes, running, upload
+
+COUNTERS = ("exported", "pages", "success", "errors", "ignored")
+
+
+def counters(*jobs: Any) -> dict[str, int]:
+    total = {name: 0 for name in COUNTERS}
+    for job in jobs:
+        for name in COUNTERS:
+            total[name] += job.stats.get(name, 0)
+    return total
+
+
+def rows(jd: App, table: str = "orders", tenant: str = "default") -> list[dict[str, Any]]:
+    tables = open_tables(jd.settings.database_url)
+    try:
+        return list(tables.rows(tenant, table, order_by=["id"]))
+    finally:
+        tables.close()
+
+
+SOURCE = [GOOD, IGNORED, NO_EMAIL, BAD_TOTAL,
+          {**GOOD, "id": 5, "customer_email": "e@example.com", "total": 3}]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_flow_exports_and_imports_an_upload(jd: App, fmt: str) -> None:
+    data = csv_bytes(SOURCE) if fmt == "csv" else jsonl_bytes(SOURCE)
+    upload_id = upload(jd, f"orders.{fmt}", data)
+    flow = jd.submit("flow", flow_input({"upload": upload_id}, page_size=2))
+    with running(jd):
+        job, export, imported = wait_flow(jd, flow.id)
+    assert job.status == "succeeded" and export.status == "succeeded"
+    assert imported is not None and imported.status == "succeeded"
+    assert export.parent_id == flow.id and imported.parent_id == flow.id
+    assert export.stats.get("exported") == 5 and export.stats.get("pages") == 3
+    assert {k: imported.stats.get(k, 0) for k in ("success", "errors", "ignored", "pages")} == {
+        "success": 2, "errors": 2, "ignored": 1, "pages": 3}
+    labels = {"integration_id": "int-1", "flow_id": "flow-1", "export_id": "exp-flow-1",
+              "import_id": "imp-flow-1"}
+    assert job.labels == export.labels == imported.labels == labels
+    loaded = rows(jd)
+    assert [(r["id"], r["email"], float(r["total"])) for r in loaded] == [
+        (1, "a@example.com", 9.5), (5, "e@example.com", 3.0)]
+    errs = jd.engine.errors("default", imported.id)
+    assert [(e.code, e.record["field"]) for e in errs] == [
+        ("missing_required_field", "email"), ("type_error", "total")]
+    assert errs[0].record["extracted"]["id"] in (3, "3")
+    assert errs[0].record["mapped"]["email"] is None
+    for e in errs:
+        with jd.engine.blobs.open(e.retry_data[RETRY_BLOB]) as f:
+            assert json.loads(f.read()) == e.record["extracted"]
+
+
+def test_flow_reads_a_table_and_retries_corrected_errors(jd: App) -> None:
+    # First a flow that fills `source_orders` from an upload, then a flow from that table.
+    first = flow_input({"upload": upload(jd, "o.jsonl", jsonl_bytes(
+        [{"id": i, "customer_email": f"{i}@x", "total": i, "placed_at": None,
+          "status": "paid"} for i in range(1, 8)]))}, table="source_orders")
+    first["import"]["mapping"] = {}
+    first["import"]["columns"] = {"id": "int", "customer_email": "str", "total": "str",
+                                  "status": "str"}
+    first["import"]["required"] = []
+    source = jd.submit("flow", first)
+    with running(jd):
+        wait_flow(jd, source.id)
+        # total "7" will fail: make it text in the source so one record is bad.
+        spec = flow_input({"table": "source_orders"}, page_size=3, flow_id="flow-2")
+        spec["import"]["columns"]["total"] = "int"
+        spec["import"]["ignore_if"] = {"id": 2}
+        flow = jd.submit("flow", spec)
+        _, export, imported = wait_flow(jd, flow.id)
+        assert export.stats["exported"] == 7 and export.stats["pages"] == 3
+        assert imported is not None
+        assert (imported.stats.get("success"), imported.stats.get("ignored", 0),
+                imported.stats.get("errors", 0)) == (6, 1, 0)
+
+        # A flow whose records fail, corrected through the retry data, then retried.
+        bad = flow_input({"upload": upload(jd, "bad.csv", csv_bytes([NO_EMAIL, BAD_TOTAL]))},
+                         flow_id="flow-3", table="fixed")
+        flow = jd.submit("flow", bad)
+        _, _, imported = wait_flow(jd, flow.id)
+        assert imported is not None and imported.stats.get("errors") == 2, imported.error
+        errs = jd.engine.errors("default", imported.id)
+        fixes = {"missing_required_field": {"customer_email": "c@example.com"},
+                 "type_error": {"total": "4.25"}}
+        for e in errs:
+            key = e.retry_data[RETRY_BLOB]
+            with jd.engine.blobs.open(key) as f:
+                record = json.loads(f.read())
+            jd.engine.blobs.put(key, json.dumps({**record, **fixes[e.code or ""]}).encode())
+        retry = jd.engine.retry_errors("default", imported.id)
+        assert retry.kind == "flow_import" and retry.parent_id == flow.id
+        assert retry.labels["retry_of"] == imported.id
+        done = wait_job(jd, retry.id)
+    assert done.status == "succeeded", done.error
+    assert (done.stats.get("success"), done.stats.get("errors", 0)) == (2, 0)
+    assert all(e.retried for e in jd.engine.errors("default", imported.id))
+    by_id = {r["id"]: r for r in rows(jd, "fixed")}
+    assert by_id[3]["email"] == "c@example.com" and float(by_id[4]["total"]) == 4.25
+
+
+def test_a_retry_that_fails_again_records_new_errors(jd: App) -> None:
+    flow = jd.submit("flow", flow_input({"upload": upload(jd, "b.csv", csv_bytes([NO_EMAIL]))}))
+    with running(jd):
+        _, _, imported = wait_flow(jd, flow.id)
+        assert imported is not None
+        retry = jd.engine.retry_errors("default", imported.id)
+        done = wait_job(jd, retry.id)
+    assert done.status == "succeeded" and done.stats.get("errors") == 1
+    [again] = jd.engine.errors("default", retry.id)
+    assert again.code == "missing_required_field" and not again.retried
+
+
+def test_a_missing_upload_fails_the_export(jd: App) -> None:
+    flow = jd.submit("flow", flow_input({"upload": "0" * 24}))
+    with running(jd):
+        _job, export, imported = wait_flow(jd, flow.id)
+    assert export.status == "failed" and imported is None
+    assert export.error and export.error["code"] == "flow_failed"
+
+
+def test_invalid_inputs_are_refused(jd: App) -> None:
+    spec = flow_input({"upload": "0" * 24})
+    for change in ({"export": {**spec["export"], "source": {}}},
+                   {"import": {**spec["import"], "required": ["nope"]}},
+                   {"import": {**spec["import"], "primary_key": ["nope"]}}):
+        with pytest.raises(InvalidInput):
+            jd.submit("flow", {**spec, **change})
+
+
+def test_cancel_stops_between_pages(jd: App) -> None:
+    many = [{**GOOD, "id": i} for i in range(1, 3001)]
+    flow = jd.submit("flow", flow_input({"upload": upload(jd, "m.jsonl", jsonl_bytes(many))},
+                                        page_size=1))
+    with running(jd):
+        deadline = time.monotonic() + 60
+        imported = None
+        while time.monotonic() < deadline:
+            found = {c.kind: c for c in jd.children(flow.id)}
+            imported = found.get("flow_import")
+            if imported is not None and imported.stats.get("pages", 0) > 5:
+                break
+            time.sleep(0.01)
+        assert imported is not None
+        jd.engine.cancel("default", imported.id)
+        done = wait_job(jd, imported.id)
+    assert done.status == "canceled"
+    assert 0 < done.stats["success"] < 3000
+    assert len(rows(jd)) == done.stats["success"] == done.stats["pages"]
