@@ -16,7 +16,7 @@ from jobdock.api import webhooks as webhooks_api
 from jobdock.api.limits import BodyLimits
 from jobdock.app import App
 from jobdock.blobs.signing import resolve_secret
-from jobdock.dialects import amperity
+from jobdock.dialects import amperity, integrator
 from jobdock.metrics import CLAIM_SECONDS
 from jobdock.worker import Worker
 
@@ -56,6 +56,7 @@ def create_api(app: App | None = None, workers: int = 0) -> FastAPI:
     api.include_router(native.router)
     api.include_router(health.router)
     api.include_router(amperity.router)
+    api.include_router(integrator.router)
     api.add_middleware(BodyLimits, max_bytes=the_app.settings.max_body_bytes)
     api.add_middleware(health.RequestMetrics)  # outermost: times every answer
     openapi.install(api)

@@ -18,7 +18,6 @@ caller's ingest jobs, 503 when the database cannot be reached.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -26,6 +25,7 @@ from fastapi.responses import JSONResponse
 
 import jobdock.errors as errors
 from jobdock.api.deps import bearer_token, get_access, get_engine, visible_job
+from jobdock.dialects.common import timestamp
 from jobdock.engine import Engine
 from jobdock.model import Job, JobStatus
 
@@ -139,11 +139,3 @@ def _upload_name(engine: Engine, job: Job, upload_id: str) -> str:
         return engine.upload(job.tenant_id, upload_id, job.app_id).name
     except errors.NotFound:
         return upload_id
-
-
-def timestamp(moment: datetime | None) -> str | None:
-    """As Amperity writes times: 2024-06-01T04:02:54.433Z (UTC, milliseconds)."""
-    if moment is None:
-        return None
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
