@@ -310,6 +310,21 @@ def one_report_per_job(completions: Sequence[Completion]) -> list[list[Completio
     return rounds
 
 
+def merge_progress(updates: Sequence[ProgressUpdate]) -> list[ProgressUpdate]:
+    """One update per (job, attempt), in (job, attempt) order: later updates overwrite
+    earlier ones field by field, as they would written one at a time."""
+    merged: dict[tuple[str, int], ProgressUpdate] = {}
+    for u in updates:
+        key = (u.job_id, u.attempt)
+        seen = merged.get(key)
+        if seen is None:
+            merged[key] = ProgressUpdate(u.job_id, u.attempt, u.stats, u.progress)
+        else:
+            seen.stats = u.stats if u.stats is not None else seen.stats
+            seen.progress = u.progress if u.progress is not None else seen.progress
+    return sorted(merged.values(), key=lambda u: (u.job_id, u.attempt))
+
+
 def iter_batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     """Slices of at most `size` items, so that one statement never gets too many parameters."""
     for start in range(0, len(items), size):

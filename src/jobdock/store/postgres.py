@@ -59,6 +59,7 @@ from jobdock.store.base import (
     InsertResult,
     QueueWaiter,
     Store,
+    merge_progress,
     one_report_per_job,
 )
 from jobdock.store.postgres_access import PostgresAccess
@@ -427,18 +428,7 @@ class PostgresStore(PostgresAccess, Store):
     def job_progress_many(self, updates: Sequence[ProgressUpdate]) -> None:
         if not updates:
             return
-        # One row per (job, attempt): later updates overwrite earlier ones,
-        # field by field, as they would have one statement at a time.
-        merged: dict[tuple[str, int], ProgressUpdate] = {}
-        for u in updates:
-            key = (u.job_id, u.attempt)
-            seen = merged.get(key)
-            if seen is None:
-                merged[key] = ProgressUpdate(u.job_id, u.attempt, u.stats, u.progress)
-            else:
-                seen.stats = u.stats if u.stats is not None else seen.stats
-                seen.progress = u.progress if u.progress is not None else seen.progress
-        batch = sorted(merged.values(), key=lambda u: (u.job_id, u.attempt))
+        batch = merge_progress(updates)
         params = {
             "ids": [u.job_id for u in batch],
             "attempts": [u.attempt for u in batch],

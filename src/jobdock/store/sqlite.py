@@ -42,6 +42,7 @@ from jobdock.store.base import (
     InsertResult,
     QueueWaiter,
     Store,
+    merge_progress,
     one_report_per_job,
 )
 from jobdock.store.queries import load_queries, migration_files
@@ -76,6 +77,8 @@ def _dt(value: float | None) -> datetime | None:
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 # Outcomes that end the job (job_finish_many); RETRY and RELEASED have statements of their own.
 _ENDINGS = frozenset({Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELED})
+# Outcomes that add a row to the job's history (attempt_insert_endings).
+_WITH_HISTORY = frozenset({Outcome.FAILED, Outcome.RETRY, Outcome.CANCELED})
 
 
 def _dumps(value: Any) -> str | None:
@@ -322,11 +325,18 @@ class SQLiteStore(SQLiteAccess, Store):
             if conn.execute(_Q["job_any_due"], (t,)).fetchone() is None:
                 return []
         names = {f"k{i}": kind for i, kind in enumerate(kinds)}
-        sql = _Q["job_claim"].replace("{kinds}", ", ".join(f":{n}" for n in names))
-        params = {"now": t, "lease_until": t + lease_s, "worker_id": worker_id, "limit": limit,
-                  **names}
+        choose = _Q["job_claim_ids"].replace("{kinds}", ", ".join(f":{n}" for n in names))
         with self._write() as conn:
-            rows = conn.execute(sql, params).fetchall()
+            ids = conn.execute(choose, {"now": t, "limit": limit, **names}).fetchone()[0]
+            conn.execute(_Q["job_claim"], {"ids": ids, "now": t, "lease_until": t + lease_s,
+                                           "worker_id": worker_id})
+        # Read after the commit (see sqlite_queries.sql). A job deleted meanwhile is
+        # simply not run; any other change (a cancel) reaches the worker as it would
+        # have a moment after the claim.
+        with self._read() as conn:
+            rows = conn.execute(_Q["job_claimed"], {"ids": ids}).fetchall()
+        place = {job_id: n for n, job_id in enumerate(json.loads(ids))}
+        rows.sort(key=lambda row: place[row[0]])
         started_at, lease_expires_at = _dt(t), _dt(t + lease_s)
         return [_claimed_job(r, started_at, lease_expires_at, worker_id) for r in rows]
 
@@ -336,24 +346,25 @@ class SQLiteStore(SQLiteAccess, Store):
         if not claims:
             return result
         t = self._now(now)
+        params = {"claims": _ENCODE(claims), "now": t, "lease_until": t + lease_s}
         with self._write() as conn:
-            for job_id, attempt in claims:
-                row = conn.execute(_Q["job_heartbeat"],
-                                   (t + lease_s, t, job_id, attempt)).fetchone()
-                if row is None:
-                    result.lost.add(job_id)
-                elif row[0] == JobStatus.CANCELING:
-                    result.canceling.add(job_id)
+            held = json.loads(conn.execute(_Q["job_held"], params).fetchone()[0])
+            conn.execute(_Q["job_heartbeat"], params)
+        status = dict(held)
+        for job_id, _ in claims:
+            if job_id not in status:
+                result.lost.add(job_id)
+            elif status[job_id] == JobStatus.CANCELING:
+                result.canceling.add(job_id)
         return result
 
     def job_progress_many(self, updates: Sequence[ProgressUpdate]) -> None:
         if not updates:
             return
-        t = time.time()
+        batch = _ENCODE([[u.job_id, u.attempt, _dumps(u.stats), _dumps(u.progress)]
+                         for u in merge_progress(updates)])
         with self._write() as conn:
-            conn.executemany(_Q["job_progress"], [
-                (_dumps(u.stats), _dumps(u.progress), t, u.job_id, u.attempt) for u in updates
-            ])
+            conn.execute(_Q["job_progress"], {"updates": batch, "now": time.time()})
 
     def job_complete_many(self, completions: Sequence[Completion],
                           now: datetime | None = None) -> set[str]:
@@ -361,41 +372,35 @@ class SQLiteStore(SQLiteAccess, Store):
         if not completions:
             return accepted
         t = self._now(now)
+        # Encoded before taking the write lock, which the other processes wait for.
+        rounds = [(reports, _reports_json(reports, t))
+                  for reports in one_report_per_job(completions)]
         with self._write() as conn:
-            for reports in one_report_per_job(completions):
-                accepted.update(self._complete_round(conn, reports, t))
+            for reports, reports_json in rounds:
+                accepted.update(self._complete_round(conn, reports, reports_json, t))
         return accepted
 
     def _complete_round(self, conn: sqlite3.Connection, reports: list[Completion],
-                        t: float) -> set[str]:
-        """One statement per kind of ending (usually just one, for successes), then the
-        history rows; every job appears at most once in `reports`."""
-        by_id = {c.job_id: c for c in reports}
-        finish = [c for c in reports if c.outcome in _ENDINGS]
-        retry = [c for c in reports if c.outcome is Outcome.RETRY]
-        release = [c for c in reports if c.outcome is Outcome.RELEASED]
-        accepted: set[str] = set()
-        history = []  # the attempt rows of accepted endings other than success
-        for query, batch in (("job_finish_many", finish), ("job_retry_later_many", retry)):
-            if not batch:
-                continue
-            params = {"now": t, "reports": _reports_json(batch, t)}
-            for job_id, started_at, worker_id in conn.execute(_Q[query], params):
-                accepted.add(job_id)
-                c = by_id[job_id]
-                if c.outcome is not Outcome.SUCCEEDED:
-                    history.append((job_id, c.attempt, c.outcome.value, _dumps(c.error),
-                                    started_at, t, worker_id))
-        if release:
-            params = {"now": t, "reports": _reports_json(release, t)}
-            accepted.update(row[0] for row in conn.execute(_Q["job_release_many"], params))
-        if history:
-            conn.executemany(_Q["attempt_insert"], history)
+                        reports_json: str, t: float) -> set[str]:
+        """One round of completions, every job at most once: which are accepted, their
+        history, then one statement per kind of ending present (usually just one, for
+        successes). Each statement takes the whole round and picks its outcomes."""
+        params = {"now": t, "reports": reports_json}
+        accepted = set(json.loads(conn.execute(_Q["job_reports_accepted"], params).fetchone()[0]))
+        outcomes = {c.outcome for c in reports if c.job_id in accepted}
+        if outcomes & _WITH_HISTORY:
+            conn.execute(_Q["attempt_insert_endings"], params)
+        if outcomes & _ENDINGS:
+            conn.execute(_Q["job_finish_many"], params)
+        if Outcome.RETRY in outcomes:
+            conn.execute(_Q["job_retry_later_many"], params)
+        if Outcome.RELEASED in outcomes:
+            conn.execute(_Q["job_release_many"], params)
         refused = [(c.attempt, "refused",
                     _dumps({"code": "refused", "message": f"late {c.outcome.value} result"
                             " refused: the attempt had lost its lease"}), t, c.job_id)
                    for c in reports if c.job_id not in accepted]
-        if refused:
+        if refused:  # rare: one statement per report is fine here
             conn.executemany(_Q["attempt_insert_if_job"], refused)
         return accepted
 

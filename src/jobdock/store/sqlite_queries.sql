@@ -1,5 +1,13 @@
 -- SQLite queries. Times are Unix seconds; :now is always given by the caller.
 -- {cols} is replaced by the job column list, {kinds} by one placeholder per kind.
+--
+-- Queue writes (claim, heartbeat, progress, completion) hold the database's
+-- write lock, which the other worker processes wait for. Python's sqlite3
+-- gives up the GIL at every row it steps through, and taking it back can wait
+-- for the worker's other threads (up to the 5 ms switch interval each time),
+-- so these statements step once whatever the batch size: batches come in as
+-- one JSON array (json_each), answers go out as one (json_group_array), and
+-- rows are read back after the commit.
 
 -- name: tenant_insert
 INSERT INTO tenants (id, created_at, retention_s) VALUES (?, ?, ?);
@@ -31,17 +39,12 @@ WHERE id = ? AND tenant_id = ? AND (expires_at IS NULL OR expires_at > ?);
 -- A cheap read before the claim's write transaction: is there anything to claim?
 SELECT 1 FROM jobs WHERE status = 'queued' AND run_at <= ? LIMIT 1;
 
--- name: job_claim
--- Round robin across tenants: each tenant's best `limit` due jobs are ranked
--- within the tenant, then the best ranks of all tenants are taken first, so a
--- tenant with a deep queue cannot push another tenant's jobs back.
--- {claimed} is the column list of a claimed row (sqlite.py CLAIMED_COLUMNS):
--- the columns that the claim sets are the same for every job of the batch and
--- are not read back.
-UPDATE jobs
-SET status = 'running', attempt = attempt + 1, started_at = :now, updated_at = :now,
-    lease_expires_at = :lease_until, worker_id = :worker_id
-WHERE status = 'queued' AND id IN (
+-- name: job_claim_ids
+-- The ids a claim takes, best first, as one JSON array. Round robin across
+-- tenants: each tenant's best `limit` due jobs are ranked within the tenant,
+-- then the best ranks of all tenants are taken first, so a tenant with a deep
+-- queue cannot push another tenant's jobs back.
+SELECT json_group_array(id) FROM (
     SELECT id FROM (
         SELECT j.id, j.priority, j.run_at,
                row_number() OVER (PARTITION BY j.tenant_id
@@ -55,30 +58,81 @@ WHERE status = 'queued' AND id IN (
             LIMIT :limit)
     )
     ORDER BY rank, priority DESC, run_at, id
-    LIMIT :limit)
-RETURNING {claimed};
+    LIMIT :limit);
+
+-- name: job_claim
+-- Claims the jobs of :ids (job_claim_ids, in the same transaction).
+UPDATE jobs
+SET status = 'running', attempt = attempt + 1, started_at = :now, updated_at = :now,
+    lease_expires_at = :lease_until, worker_id = :worker_id
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued';
+
+-- name: job_claimed
+-- The claimed jobs, read after the claim commits. {claimed} is the column list
+-- of sqlite.py CLAIMED_COLUMNS: what the claim set is the same for the whole
+-- batch and is not read back.
+SELECT {claimed} FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: job_held
+-- Of :claims ([[id, attempt], ...]), those still held (the attempt is the
+-- job's current one, running or canceling), with their status.
+SELECT json_group_array(json_array(jobs.id, jobs.status))
+FROM json_each(:claims) AS c
+JOIN jobs ON jobs.id = c.value ->> 0
+WHERE jobs.attempt = c.value ->> 1 AND jobs.status IN ('running', 'canceling');
 
 -- name: job_heartbeat
-UPDATE jobs SET lease_expires_at = ?, updated_at = ?
-WHERE id = ? AND attempt = ? AND status IN ('running', 'canceling')
-RETURNING status;
+WITH c AS (
+    SELECT value ->> 0 AS id, value ->> 1 AS attempt FROM json_each(:claims)
+)
+UPDATE jobs SET lease_expires_at = :lease_until, updated_at = :now
+FROM c
+WHERE jobs.id = c.id AND jobs.attempt = c.attempt AND jobs.status IN ('running', 'canceling');
 
 -- name: job_progress
-UPDATE jobs SET stats = coalesce(?, stats), progress = coalesce(?, progress), updated_at = ?
-WHERE id = ? AND attempt = ? AND status IN ('running', 'canceling');
+-- :updates is [[id, attempt, stats, progress], ...], the last two as JSON text or null.
+WITH u AS (
+    SELECT value ->> 0 AS id, value ->> 1 AS attempt, value ->> 2 AS stats,
+           value ->> 3 AS progress
+    FROM json_each(:updates)
+)
+UPDATE jobs
+SET stats = coalesce(u.stats, jobs.stats), progress = coalesce(u.progress, jobs.progress),
+    updated_at = :now
+FROM u
+WHERE jobs.id = u.id AND jobs.attempt = u.attempt AND jobs.status IN ('running', 'canceling');
+
+-- name: job_reports_accepted
+-- Completions come as one JSON array (:reports) with one report per job: [id,
+-- attempt, outcome, result, error, stats, progress, run_at], the JSON values as
+-- JSON text (or null) so that `->>` gives back the text to store. A report is
+-- accepted when its attempt is the job's current one, still running or
+-- canceling: the fence that the job_*_many statements below repeat. Asked, with
+-- the history below, before those statements change the jobs.
+SELECT json_group_array(jobs.id)
+FROM json_each(:reports) AS r
+JOIN jobs ON jobs.id = r.value ->> 0
+WHERE jobs.attempt = r.value ->> 1 AND jobs.status IN ('running', 'canceling');
+
+-- name: attempt_insert_endings
+-- The history rows of accepted reports that end otherwise than in success.
+INSERT INTO job_attempts (job_id, attempt, status, error, started_at, ended_at, worker_id)
+SELECT jobs.id, jobs.attempt, r.value ->> 2, r.value ->> 4, jobs.started_at, :now,
+       jobs.worker_id
+FROM json_each(:reports) AS r
+JOIN jobs ON jobs.id = r.value ->> 0
+WHERE jobs.attempt = r.value ->> 1 AND jobs.status IN ('running', 'canceling')
+  AND r.value ->> 2 IN ('failed', 'retry', 'canceled');
 
 -- name: job_finish_many
--- End attempts: succeeded, failed or canceled. Completions come as one JSON
--- array (:reports) with one report per job: [id, attempt, outcome, result,
--- error, stats, progress, run_at], the JSON values as JSON text (or null) so
--- that `->>` gives back the text to store. Like every completion statement it
--- is fenced: the reported attempt must be the job's current one, still running
--- or canceling; the jobs it returns are the reports accepted.
+-- End attempts: the reports of :reports (as in job_reports_accepted) that
+-- succeeded, failed or were canceled.
 WITH r AS (
     SELECT value ->> 0 AS id, value ->> 1 AS attempt, value ->> 2 AS outcome,
            value ->> 3 AS result, value ->> 4 AS error, value ->> 5 AS stats,
            value ->> 6 AS progress
     FROM json_each(:reports)
+    WHERE value ->> 2 IN ('succeeded', 'failed', 'canceled')
 )
 UPDATE jobs
 SET status = r.outcome, result = r.result, error = r.error,
@@ -86,16 +140,16 @@ SET status = r.outcome, result = r.result, error = r.error,
     finished_at = :now, updated_at = :now, expires_at = :now + jobs.retention_s,
     lease_expires_at = NULL
 FROM r
-WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.status IN ('running', 'canceling')
-RETURNING jobs.id, jobs.started_at, jobs.worker_id;
+WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.status IN ('running', 'canceling');
 
 -- name: job_retry_later_many
--- Failed attempts with attempts left; a job asked to cancel is canceled instead.
--- :reports as in job_finish_many.
+-- Failed attempts with attempts left (the 'retry' reports of :reports, as in
+-- job_reports_accepted); a job asked to cancel is canceled instead.
 WITH r AS (
     SELECT value ->> 0 AS id, value ->> 1 AS attempt, value ->> 4 AS error,
            value ->> 5 AS stats, value ->> 6 AS progress, value ->> 7 AS run_at
     FROM json_each(:reports)
+    WHERE value ->> 2 = 'retry'
 )
 UPDATE jobs
 SET status = CASE jobs.status WHEN 'canceling' THEN 'canceled' ELSE 'queued' END,
@@ -104,17 +158,18 @@ SET status = CASE jobs.status WHEN 'canceling' THEN 'canceled' ELSE 'queued' END
     finished_at = CASE jobs.status WHEN 'canceling' THEN :now END,
     expires_at = CASE jobs.status WHEN 'canceling' THEN :now + jobs.retention_s END
 FROM r
-WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.status IN ('running', 'canceling')
-RETURNING jobs.id, jobs.started_at, jobs.worker_id;
+WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.status IN ('running', 'canceling');
 
 -- name: job_release_many
 -- A worker gives back attempts it did not run (shutdown); a job asked to
 -- cancel meanwhile is canceled rather than queued again. The try is given back
 -- through max_attempts: the attempt number never goes down, as it is the fence
 -- (a duplicated release must not free a later claim of the same job).
--- :reports as in job_finish_many.
+-- The 'released' reports of :reports, as in job_reports_accepted.
 WITH r AS (
-    SELECT value ->> 0 AS id, value ->> 1 AS attempt FROM json_each(:reports)
+    SELECT value ->> 0 AS id, value ->> 1 AS attempt
+    FROM json_each(:reports)
+    WHERE value ->> 2 = 'released'
 )
 UPDATE jobs
 SET status = CASE jobs.status WHEN 'canceling' THEN 'canceled' ELSE 'queued' END,
@@ -125,8 +180,7 @@ SET status = CASE jobs.status WHEN 'canceling' THEN 'canceled' ELSE 'queued' END
     updated_at = :now, lease_expires_at = NULL,
     worker_id = CASE jobs.status WHEN 'canceling' THEN jobs.worker_id END
 FROM r
-WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.status IN ('running', 'canceling')
-RETURNING jobs.id;
+WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.status IN ('running', 'canceling');
 
 -- name: attempt_insert
 INSERT INTO job_attempts (job_id, attempt, status, error, started_at, ended_at, worker_id)
