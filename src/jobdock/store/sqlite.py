@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -73,6 +74,9 @@ def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
+# Sleeps between two tries of BEGIN IMMEDIATE while another connection writes.
+_BEGIN_FIRST_DELAY_S = 0.0002
+_BEGIN_MAX_DELAY_S = 0.002
 # One encoder for every JSON value written (json.dumps with options builds a new one per call).
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 # Outcomes that end the job (job_finish_many); RETRY and RELEASED have statements of their own.
@@ -173,13 +177,39 @@ class SQLiteStore(SQLiteAccess, Store):
     def _write(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
         with _translated():
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin_immediate(conn)
             try:
                 yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    def _begin_immediate(self, conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, tried again every millisecond or so while another connection
+        holds the write lock, for up to the busy timeout.
+
+        SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25... up to 100 ms
+        between tries. Against another worker process that takes the lock for a
+        millisecond or two at a time, it kept a worker asleep for 100-700 ms at once
+        (two workers draining no-op jobs), its threads idle. The handler is off
+        while we try, and back for everything else (readers keep waiting as before)."""
+        deadline = time.monotonic() + self._busy_timeout_s
+        delay = _BEGIN_FIRST_DELAY_S
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc) or time.monotonic() >= deadline:
+                        raise
+                # Jitter, so that two waiting processes do not keep colliding.
+                time.sleep(delay * (0.5 + random.random() / 2))
+                delay = min(delay * 2, _BEGIN_MAX_DELAY_S)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -579,6 +609,10 @@ class _DataVersionWaiter(QueueWaiter):
         self._conn.close()
 
 
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 @contextmanager
 def _translated() -> Iterator[None]:
     """sqlite3 errors become jobdock store errors at this boundary."""
@@ -589,7 +623,7 @@ def _translated() -> Iterator[None]:
             raise errors.StoreError("referenced row does not exist (unknown tenant?)") from exc
         raise errors.StoreError(f"constraint violated: {exc}") from exc
     except sqlite3.OperationalError as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
+        if _is_busy(exc):
             raise errors.StoreUnavailable(f"SQLite database is busy: {exc}") from exc
         raise errors.StoreError(f"SQLite error: {exc}") from exc
     except sqlite3.Error as exc:
