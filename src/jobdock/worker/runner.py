@@ -85,7 +85,8 @@ class Worker:
         self._held_lock = threading.Lock()
         self._cancel_cond = threading.Condition()  # JobContext.wait() and cancel requests
         self._ready: queue.SimpleQueue[Held | object] = queue.SimpleQueue()
-        self._room = threading.Event()
+        self._room = threading.Event()  # set when held jobs fall to _low_water
+        self._low_water = 0
         self._completions: list[Completion] = []
         self._finished_jobs: dict[str, Job] = {}  # the buffered completions' jobs, for events
         self._errors: list[JobErrorRecord] = []
@@ -145,14 +146,20 @@ class Worker:
             self.observe_claim(time.perf_counter() - start)
 
     def _room_for_more(self) -> int:
-        """How many jobs to claim now: enough to keep the threads busy for ~0.2 s.
+        """How many jobs to claim now: enough to keep the threads busy for ~0.2 s, once
+        half of that is left (0 before).
 
         Fast jobs get large batches (few round trips); slow jobs are not hoarded,
-        so other workers can take them."""
+        so other workers can take them. Waiting for half the target to be done
+        makes claims fewer and larger (each is a write that other workers wait
+        for, on SQLite) while the threads still have jobs queued."""
         held = self._held_count()
         rate = self._rate.per_second(self.stats.claimed - held)
         target = max(self.concurrency * 2, int(rate * 0.2))
         target = min(target, self.settings.claim_batch + self.concurrency)
+        self._low_water = target // 2
+        if held > self._low_water:
+            return 0
         return min(target - held, self.settings.claim_batch)
 
     def _held_count(self) -> int:
@@ -218,14 +225,15 @@ class Worker:
         with self._held_lock:
             self._held.pop(job_id, None)
             self._timed.pop(job_id, None)
-            if held.reported:
-                self._room.set()
-                return
-            held.reported = True
-        with self._buffer_lock:
-            self._completions.append(completion)
-            self._finished_jobs[job_id] = held.job
-        self._room.set()
+            # Only then is the claim loop wanted: waking it at every job costs CPU.
+            wake = len(self._held) <= self._low_water
+            reported, held.reported = held.reported, True
+        if not reported:
+            with self._buffer_lock:
+                self._completions.append(completion)
+                self._finished_jobs[job_id] = held.job
+        if wake:
+            self._room.set()
 
     def _buffer_error(self, record: JobErrorRecord) -> None:
         with self._buffer_lock:
