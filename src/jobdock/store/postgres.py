@@ -214,6 +214,9 @@ class PostgresStore(PostgresAccess, Store):
         if not jobs:
             return []
         tenant_ids = sorted({j.tenant_id for j in jobs})
+        if (len(tenant_ids) == 1 and len(jobs) < _COPY_MIN_JOBS
+                and all(j.idempotency_key is None for j in jobs)):
+            return self._insert_one_tenant(tenant_ids[0], jobs)
         keyed = [j for j in jobs if j.idempotency_key is not None]
         with self._conn() as conn, conn.transaction():
             locked = self._rows(conn, _Q["tenants_lock"], {"ids": tenant_ids})
@@ -257,6 +260,33 @@ class PostgresStore(PostgresAccess, Store):
             elif new:
                 self._insert(conn, new, next_seq)
         return results
+
+    def _insert_one_tenant(self, tenant_id: str, jobs: Sequence[NewJob]) -> list[InsertResult]:
+        """The common submit (one tenant, no idempotency keys) in one statement."""
+        params = {
+            "tenant_id": tenant_id,
+            "count": len(jobs),
+            "ids": [j.id for j in jobs],
+            "app_ids": [j.app_id for j in jobs],
+            "kinds": [j.kind for j in jobs],
+            "names": [j.name for j in jobs],
+            "statuses": [str(j.status) for j in jobs],
+            "priorities": [int(j.priority) for j in jobs],
+            "inputs": [_dumps(j.input) for j in jobs],
+            "labels": [_dumps(j.labels) if j.labels else None for j in jobs],
+            "parent_ids": [j.parent_id for j in jobs],
+            "max_attempts": [int(j.max_attempts) for j in jobs],
+            "run_ats": [_utc(j.run_at) for j in jobs],
+            "timeouts": [None if j.timeout_s is None else float(j.timeout_s) for j in jobs],
+            "retentions": [int(j.retention_s) for j in jobs],
+            "created_ats": [_utc(j.created_at) for j in jobs],
+            "notify": any(j.status == JobStatus.QUEUED for j in jobs),
+        }
+        with self._conn() as conn:
+            params["channel"] = self._channel(conn)
+            rows = conn.execute(_Q["job_insert_one_tenant"], params).fetchall()
+        seqs = {job_id: int(seq) for job_id, seq, _ in rows}
+        return [InsertResult(_job_from_new(j, seqs[j.id]), created=True) for j in jobs]
 
     def _insert(
         self, conn: psycopg.Connection[Any], jobs: list[Job], next_seq: dict[str, int]

@@ -113,6 +113,45 @@ SELECT (SELECT count(*) FROM inserted) AS inserted,
        (SELECT count(*) FROM counters) AS counters,
        (SELECT count(*) FROM wake) AS woken;
 
+-- name: job_insert_one_tenant
+-- Jobs of one tenant without idempotency keys, in one statement and so in one
+-- transaction (the pool's connections autocommit): one round trip where
+-- job_insert_many needs BEGIN, tenants_lock, itself and COMMIT. Bumping the
+-- tenant's counter locks its row until the statement commits, so a tenant's
+-- inserts are serialised and `seq` stays gapless, as with tenants_lock. Each
+-- job's seq is the counter's old value plus its place in the batch. An unknown
+-- tenant has no counter: its jobs get seq 0 + place and fail the foreign key,
+-- which undoes the whole statement (TenantNotFound).
+WITH counter AS (
+    UPDATE tenants
+    SET next_seq = next_seq + %(count)s
+    WHERE id = %(tenant_id)s
+    RETURNING next_seq - %(count)s AS before
+), inserted AS (
+    INSERT INTO jobs (
+        id, tenant_id, app_id, seq, kind, name, status, priority, input, labels, parent_id,
+        attempt, max_attempts, run_at, timeout_s, retention_s, created_at, updated_at
+    )
+    SELECT n.id, %(tenant_id)s, n.app_id, COALESCE((SELECT before FROM counter), 0) + n.place,
+           n.kind, n.name, n.status, n.priority, n.input::jsonb, n.labels::jsonb, n.parent_id,
+           0, n.max_attempts, n.run_at, n.timeout_s, n.retention_s, n.created_at, n.created_at
+    FROM unnest(
+        %(ids)b::text[], %(app_ids)b::text[], %(kinds)b::text[], %(names)b::text[],
+        %(statuses)b::text[], %(priorities)b::integer[], %(inputs)b::text[],
+        %(labels)b::text[], %(parent_ids)b::text[], %(max_attempts)b::integer[],
+        %(run_ats)b::timestamptz[], %(timeouts)b::float8[], %(retentions)b::bigint[],
+        %(created_ats)b::timestamptz[]
+    ) WITH ORDINALITY AS n (
+        id, app_id, kind, name, status, priority, input, labels, parent_id, max_attempts,
+        run_at, timeout_s, retention_s, created_at, place
+    )
+    RETURNING id, seq
+), wake AS (
+    SELECT pg_notify(%(channel)s, '') WHERE %(notify)s
+)
+SELECT i.id, i.seq, (SELECT count(*) FROM wake) AS woken
+FROM inserted i;
+
 -- name: tenants_set_next_seq
 UPDATE tenants t
 SET next_seq = v.next_seq
