@@ -579,10 +579,12 @@ class _DataVersionWaiter(QueueWaiter):
     """Polls `PRAGMA data_version`, which changes whenever another connection commits.
 
     It costs no disk read, so it can be asked often; a change only hints that
-    jobs may have been queued, and the claim decides.
+    jobs may have been queued, and the claim decides. Every 2 ms: a job waits
+    about 1 ms for an idle worker to notice it, for a few % of a core per idle
+    worker (5 ms before: 2.5 ms of waiting).
     """
 
-    def __init__(self, path: str, interval_s: float = 0.005) -> None:
+    def __init__(self, path: str, interval_s: float = 0.002) -> None:
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._interval_s = interval_s
         self._version = self._read_version()
