@@ -115,16 +115,25 @@ def _job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
     )
 
 
-def _claimed_job(row: tuple[Any, ...], started_at: datetime | None,
-                 lease_expires_at: datetime | None, worker_id: str) -> Job:
+class _Times(dict[float, datetime]):
+    """Unix times as datetimes, each converted once: the jobs of one claim were
+    often submitted together and share their created_at and run_at."""
+
+    def __missing__(self, value: float) -> datetime:
+        converted = self[value] = datetime.fromtimestamp(value, UTC)
+        return converted
+
+
+def _claimed_job(row: tuple[Any, ...], times: _Times, started_at: datetime,
+                 lease_expires_at: datetime, worker_id: str) -> Job:
     """A job from a row of CLAIMED_COLUMNS, as the claim left it."""
     return Job(
         id=row[0], tenant_id=row[1], app_id=row[2], seq=row[3], kind=row[4], name=row[5],
         status=JobStatus.RUNNING, priority=row[6], input=json.loads(row[7]),
         result=_loads(row[8]), error=_loads(row[9]), stats=_loads(row[10]) or {},
         progress=_loads(row[11]) or {}, labels=_loads(row[12]) or {}, parent_id=row[13],
-        attempt=row[14], max_attempts=row[15], run_at=_dt(row[16]), timeout_s=row[17],
-        retention_s=row[18], idempotency_key=row[19], created_at=_dt(row[20]),
+        attempt=row[14], max_attempts=row[15], run_at=times[row[16]], timeout_s=row[17],
+        retention_s=row[18], idempotency_key=row[19], created_at=times[row[20]],
         started_at=started_at, finished_at=_dt(row[21]), updated_at=started_at,
         expires_at=_dt(row[22]), lease_expires_at=lease_expires_at, worker_id=worker_id,
     )
@@ -367,8 +376,9 @@ class SQLiteStore(SQLiteAccess, Store):
             rows = conn.execute(_Q["job_claimed"], {"ids": ids}).fetchall()
         place = {job_id: n for n, job_id in enumerate(json.loads(ids))}
         rows.sort(key=lambda row: place[row[0]])
-        started_at, lease_expires_at = _dt(t), _dt(t + lease_s)
-        return [_claimed_job(r, started_at, lease_expires_at, worker_id) for r in rows]
+        times = _Times()
+        started_at, lease_expires_at = times[t], times[t + lease_s]
+        return [_claimed_job(r, times, started_at, lease_expires_at, worker_id) for r in rows]
 
     def job_heartbeat_many(self, claims: Sequence[tuple[str, int]], lease_s: float,
                            now: datetime | None = None) -> HeartbeatResult:
