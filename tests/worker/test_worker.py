@@ -174,3 +174,14 @@ def test_stop_gives_back_jobs_that_did_not_start(app: App, running: Any) -> None
     assert all(j.max_attempts - j.attempt == 3 for j in released), released
     assert any(j.attempt == 1 for j in released)
     assert sum(j.status is JobStatus.SUCCEEDED for j in statuses) >= 4
+
+
+def test_burst_waits_for_children_spawned_by_its_last_job(app: App) -> None:
+    @app.job("spawner")
+    def spawner(ctx: JobContext, input: dict[str, Any]) -> str:
+        return ctx.spawn("sleep", {"seconds": 0}).id
+
+    job = app.submit("spawner", {})
+    app.run_worker(concurrency=1, burst=True)
+    child_id = app.get(job.id).result
+    assert app.get(child_id).status is JobStatus.SUCCEEDED

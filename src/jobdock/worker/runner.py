@@ -123,6 +123,9 @@ class Worker:
             if room <= 0:
                 self._room.wait(0.1)
                 continue
+            # Counted before the claim: a job finishing during the claim may have
+            # spawned children the claim did not see yet, so burst must look again.
+            held_before = self._held_count()
             try:
                 jobs = self._claim(room)
             except errors.StoreError as exc:
@@ -131,7 +134,7 @@ class Worker:
                 continue
             self._accept(jobs)
             if len(jobs) < room:
-                if self.burst and not jobs and self._held_count() == 0:
+                if self.burst and not jobs and held_before == 0:
                     return
                 if not jobs:
                     waiter.wait(poll)
