@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from jobdock.access import Access
-from jobdock.api import admin, health, native, openapi, problems, ratelimit
+from jobdock.api import admin, health, native, openapi, problems, ratelimit, retry_data
 from jobdock.api import files as files_api
 from jobdock.api import webhooks as webhooks_api
 from jobdock.api.limits import BodyLimits
@@ -54,6 +54,7 @@ def create_api(app: App | None = None, workers: int = 0) -> FastAPI:
     api.include_router(webhooks_api.router)
     api.include_router(files_api.router)
     api.include_router(native.router)
+    api.include_router(retry_data.router)
     api.include_router(health.router)
     api.include_router(amperity.router)
     api.include_router(integrator.router)
