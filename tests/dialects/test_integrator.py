@@ -5,14 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from jobdock import App
+from jobdock import App, Worker
 from tests.dialects.conftest import MakeKey
+from tests.helpers import wait_for
 from tests.kinds.flowing import BAD_TOTAL, GOOD, IGNORED, NO_EMAIL, flow_input, wait_flow, wait_job
 from tests.kinds.ingesting import csv_bytes, jsonl_bytes, running, upload
 
@@ -68,12 +70,20 @@ def ids(answer: Any) -> set[str]:
 def test_seed_example_1_lists_running_imports(jd: App, client: TestClient,
                                               make_key: MakeKey) -> None:
     key = make_key()
-    # An import step held running: submitted, then claimed by a worker that never ends it.
-    spec = flow_input({"upload": "0" * 24})
-    job = jd.submit("flow_import", {
-        "integration_id": "int-1", "flow_id": "flow-1", "export_id": "exp-1",
-        "import": spec["import"], "records": [GOOD]},
-        labels={"flow_id": "flow-1", "import_id": "imp-flow-1"})
+    # A real flow whose import step is held running: a worker that runs only the flow and
+    # its export, then a claim of the import that nobody ends.
+    flow = jd.submit("flow", flow_input({"upload": upload(jd, "o.csv", csv_bytes([GOOD]))}))
+    functions = {k: f for k, f in jd.functions.items() if k in ("flow", "flow_export")}
+    worker = Worker(jd.engine, functions, concurrency=2)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: "flow_import" in {c.kind for c in jd.children(flow.id)},
+                 what="the import step")
+    finally:
+        worker.stop()
+        thread.join(10)
+    [job] = [c for c in jd.children(flow.id) if c.kind == "flow_import"]
     [claimed] = jd.engine.claim("test-worker", ["flow_import"], 1)
     assert claimed.id == job.id
     answer = client.get(PREFIX + "/v1/jobs?type=import&status=running",
@@ -82,8 +92,9 @@ def test_seed_example_1_lists_running_imports(jd: App, client: TestClient,
     assert answer.status_code == 200
     [shown] = answer.json()
     assert shown["_id"] == job.id and shown["status"] == "running"
-    assert set(shown) >= set(SEED_JOB) - {"_flowJobId"}  # this import has no flow job
-    assert_job_shape({**shown, "_flowJobId": "x" * 24})
+    assert shown["_flowJobId"] == flow.id and shown["_importId"] == "imp-flow-1"
+    assert set(shown) >= set(SEED_JOB)
+    assert_job_shape(shown)
     assert "endedAt" not in shown
     assert client.get(PREFIX + "/v1/jobs?type=import&status=completed",
                       headers=bearer(key)).json() == []
