@@ -380,6 +380,11 @@ class Worker:
             thread.join(max(deadline - time.monotonic(), 0))
         self._stopped.set()
         self._flushed.wait(self.shutdown_grace_s)
+        # The heartbeat and maintenance threads may be in a round that uses the store:
+        # let it end, so that closing the store after run() returns never pulls a
+        # connection from under them (SQLite crashes the process when it happens).
+        for thread in self._threads[self.concurrency:]:
+            thread.join(self.shutdown_grace_s)
 
 
 class _Rate:
