@@ -322,3 +322,9 @@ def test_a_flow_of_100000_records_with_1_percent_bad(jd: App, client: TestClient
     link = client.get(f"{PREFIX}/v1/jobs/{imported.id}/errorFile/signedURL", headers=h).json()
     rows = list(csv.DictReader(io.StringIO(client.get(link["signedURL"]).text)))
     assert len(rows) == 1000 and len({r["id"] for r in rows}) == 1000
+
+
+def test_the_dialect_is_not_in_the_openapi_document(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert not [p for p in paths if p.startswith(PREFIX)]
+    assert "/v1/jobs/{job_id}/errors/{error_id}/retry-data" in paths

@@ -171,3 +171,18 @@ def test_cancel_stops_between_pages(jd: App) -> None:
     assert done.status == "canceled"
     assert 0 < done.stats["success"] < 3000
     assert len(rows(jd)) == done.stats["success"] == done.stats["pages"]
+
+
+def test_a_table_with_dates_and_times_flows_into_another(jd: App) -> None:
+    first = jd.submit("flow", flow_input({"upload": upload(jd, "o.jsonl", jsonl_bytes(
+        [GOOD, {**GOOD, "id": 2, "placed_at": None}]))}))
+    with running(jd):
+        wait_flow(jd, first.id)
+        spec = flow_input({"table": "orders"}, flow_id="copy", table="orders_copy")
+        spec["import"]["mapping"] = {}
+        second = jd.submit("flow", spec)
+        _, export, imported = wait_flow(jd, second.id)
+    assert export.stats["exported"] == 2 and imported is not None
+    assert imported.stats.get("success") == 2, jd.engine.errors("default", imported.id)
+    assert [(r["id"], str(r["placed_at"])[:19].replace(" ", "T")) for r in rows(
+        jd, "orders_copy")] == [(1, "2024-01-01T10:00:00"), (2, "None")]
