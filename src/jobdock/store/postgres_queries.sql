@@ -596,14 +596,24 @@ WITH RECURSIVE tree AS (
 SELECT id FROM jobs_gone ORDER BY id;
 
 -- name: job_purge_expired
+-- `due` finds the oldest expiries through the jobs_expires index; then they are
+-- locked in id order. Asked in id order at once, the planner walked the whole
+-- primary key index, every job of every tenant, at each maintenance round.
 WITH clock AS (
     SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now
+), due AS (
+    -- (SELECT now ...): a value the index scan can start from; joined with
+    -- `clock`, the planner read the index from its start and filtered.
+    SELECT j.id
+    FROM jobs j
+    WHERE j.expires_at <= (SELECT now FROM clock)
+    ORDER BY j.expires_at
+    LIMIT %(limit)s
 ), doomed AS (
     SELECT j.id
-    FROM jobs j, clock
-    WHERE j.expires_at <= clock.now
+    FROM jobs j
+    WHERE j.id = ANY(ARRAY(SELECT id FROM due)) AND j.expires_at <= (SELECT now FROM clock)
     ORDER BY j.id
-    LIMIT %(limit)s
     FOR UPDATE OF j SKIP LOCKED
 ), errors_gone AS (
     DELETE FROM job_errors WHERE job_id IN (SELECT id FROM doomed)
