@@ -48,6 +48,7 @@ import random
 import re
 import resource
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -920,8 +921,9 @@ def report(data: dict[str, Any]) -> str:
             lines.append(f"- deep page: page {d['page']:,} of {d['of_pages']:,} (reached by"
                          f" {d['walk_requests']} requests of 1,000 in {d['walk_s']} s)")
         lines += ["", "| case | conns | req/s | p50 ms | p99 ms | max ms | errors |"
+                  " CPU ms per request: server / PostgreSQL |"
                   " CPU s: server / PostgreSQL / load gen / others, of capacity | target |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for run in r.get("runs", []) + r.get("what_if", {}).get("runs", []):
             cpu = run["cpu"]
             target = ""
@@ -934,7 +936,10 @@ def report(data: dict[str, Any]) -> str:
             lines.append(
                 f"| {run['case']} | {run['connections']} | {fmt(run['rps'], 0)} |"
                 f" {fmt(run['p50_ms'])} | {fmt(run['p99_ms'])} | {fmt(run['max_ms'])} |"
-                f" {sum(run['errors'].values())} | {cpu['server_s']} / {cpu['postgres_s']} /"
+                f" {sum(run['errors'].values())} |"
+                f" {1000 * cpu['server_s'] / max(1, run['requests']):.2f} /"
+                f" {1000 * cpu['postgres_s'] / max(1, run['requests']):.2f} |"
+                f" {cpu['server_s']} / {cpu['postgres_s']} /"
                 f" {cpu['loadgen_s']} / {cpu['others_s']}, of {cpu['capacity_s']} | {target} |")
         bd = r["breakdown"]
         lines += ["", "Each step alone, in the bench process without HTTP (median ms):", "",
@@ -1028,7 +1033,12 @@ def main() -> None:
                         help="jobdock commit to measure; 'worktree' for the work tree as it is")
     parser.add_argument("--keep", action="store_true",
                         help="keep the PostgreSQL schema and the SQLite file afterwards")
+    parser.add_argument("--report", metavar="JSON",
+                        help="only print the tables of a saved bench/out/api_bench.json")
     args = parser.parse_args()
+    if args.report:
+        print(report(json.loads(Path(args.report).read_text())))
+        return
     args.connections = [int(x) for x in str(args.connections).split(",")]
     backends = [b.lower() for b in args.backends] or ["sqlite", "postgresql"]
     unknown = set(backends) - {"sqlite", "postgresql"}
@@ -1050,7 +1060,8 @@ def main() -> None:
         words = (banner.stdout + banner.stderr).split()
         loadgen = f"wrk {words[1] if len(words) > 1 else ''}, 1 thread, bench/api_wrk.lua"
     else:
-        loadgen = "bench/api_loadgen.py (async httpx, its own process; wrk was not installed)"
+        why = "wrk was not installed" if args.loadgen == "auto" else "--loadgen python"
+        loadgen = f"bench/api_loadgen.py (async httpx, its own process; {why})"
     data: dict[str, Any] = {
         "machine": machine(), "measured": measured, "loadgen": loadgen,
         "command": " ".join([Path(sys.executable).relative_to(c.ROOT).as_posix()
@@ -1063,6 +1074,8 @@ def main() -> None:
         c.ensure_bench_db()
         data["postgresql"] = f"PostgreSQL {c.pg_version()} (database bench, schema {SCHEMA})"
     c.OUT.mkdir(parents=True, exist_ok=True)
+    # SIGTERM unwinds like Ctrl-C: the server is stopped and the store dropped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     t0 = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="jobdock-api-bench-"))
     try:
