@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint bench clean
+.PHONY: demo test check lint bench bench-api clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ check: lint test
 bench:  ## jobdock vs Procrastinate and PgQueuer (PostgreSQL on 127.0.0.1, db "bench"; ~7 min)
 	bash bench/setup.sh
 	.bench-venv/bin/python -m bench.run
+
+bench-api: $(STAMP)  ## read API under load over 1,000,000 jobs, SQLite and PostgreSQL (~15 min)
+	command -v wrk >/dev/null || apt-get install -y wrk || echo "no wrk: the Python load generator is used"
+	test -x $(BIN)/py-spy || $(BIN)/pip install -q py-spy
+	$(BIN)/python -m bench.api_bench
 
 clean:
 	rm -rf $(VENV) .jobdock .pytest_cache .mypy_cache .ruff_cache
