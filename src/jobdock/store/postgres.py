@@ -264,29 +264,25 @@ class PostgresStore(PostgresAccess, Store):
 
     def _insert_one_tenant(self, tenant_id: str, jobs: Sequence[NewJob]) -> list[InsertResult]:
         """The common submit (one tenant, no idempotency keys) in one statement."""
+        rows = [
+            {"id": j.id, "app_id": j.app_id, "kind": j.kind, "name": j.name,
+             "status": str(j.status), "priority": int(j.priority), "input": j.input,
+             "labels": j.labels or None, "parent_id": j.parent_id,
+             "max_attempts": int(j.max_attempts), "run_at": _utc(j.run_at).isoformat(),
+             "timeout_s": None if j.timeout_s is None else float(j.timeout_s),
+             "retention_s": int(j.retention_s), "created_at": _utc(j.created_at).isoformat()}
+            for j in jobs
+        ]
         params = {
             "tenant_id": tenant_id,
             "count": len(jobs),
-            "ids": [j.id for j in jobs],
-            "app_ids": [j.app_id for j in jobs],
-            "kinds": [j.kind for j in jobs],
-            "names": [j.name for j in jobs],
-            "statuses": [str(j.status) for j in jobs],
-            "priorities": [int(j.priority) for j in jobs],
-            "inputs": [_dumps(j.input) for j in jobs],
-            "labels": [_dumps(j.labels) if j.labels else None for j in jobs],
-            "parent_ids": [j.parent_id for j in jobs],
-            "max_attempts": [int(j.max_attempts) for j in jobs],
-            "run_ats": [_utc(j.run_at) for j in jobs],
-            "timeouts": [None if j.timeout_s is None else float(j.timeout_s) for j in jobs],
-            "retentions": [int(j.retention_s) for j in jobs],
-            "created_ats": [_utc(j.created_at) for j in jobs],
+            "jobs": _dumps(rows),
             "notify": any(j.status == JobStatus.QUEUED for j in jobs),
         }
         with self._conn() as conn:
             params["channel"] = self._channel(conn)
-            rows = conn.execute(_Q["job_insert_one_tenant"], params).fetchall()
-        seqs = {job_id: int(seq) for job_id, seq, _ in rows}
+            found = conn.execute(_Q["job_insert_one_tenant"], params).fetchall()
+        seqs = {job_id: int(seq) for job_id, seq, _ in found}
         return [InsertResult(_job_from_new(j, seqs[j.id]), created=True) for j in jobs]
 
     def _insert(
