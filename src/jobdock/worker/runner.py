@@ -93,6 +93,12 @@ class Worker:
         self._buffer_lock = threading.Lock()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
+        self._flush_now = threading.Event()  # out of jobs, or many results: write them now
+        # Buffered completions that make the flusher start at once: each keeps its job
+        # (for the finish listeners) until written, and a drain of fast jobs would pile
+        # up thousands between two timed flushes.
+        self._flush_at = 2 * self.settings.claim_batch
+        self._drained = False  # the last claim found fewer jobs than it asked for
         self._flushed = threading.Event()
         self._rate = _Rate(min_jobs=2 * concurrency)
         self._threads: list[threading.Thread] = []
@@ -133,6 +139,7 @@ class Worker:
                 self._stopping.wait(min(poll, 1.0))
                 continue
             self._accept(jobs)
+            self._drained = len(jobs) < room
             if len(jobs) < room:
                 if self.burst and not jobs and held_before == 0:
                     return
@@ -230,13 +237,18 @@ class Worker:
             self._timed.pop(job_id, None)
             # Only then is the claim loop wanted: waking it at every job costs CPU.
             wake = len(self._held) <= self._low_water
+            out_of_jobs = self._drained and not self._held
             reported, held.reported = held.reported, True
+        buffered = 0
         if not reported:
             with self._buffer_lock:
                 self._completions.append(completion)
                 self._finished_jobs[job_id] = held.job
+                buffered = len(self._completions)
         if wake:
             self._room.set()
+        if out_of_jobs or buffered >= self._flush_at:
+            self._flush_now.set()
 
     def _buffer_error(self, record: JobErrorRecord) -> None:
         with self._buffer_lock:
@@ -288,7 +300,14 @@ class Worker:
 
     # -- flushing ----------------------------------------------------------
     def _flush_loop(self) -> None:
-        while not self._stopped.wait(self.settings.flush_interval_s):
+        # Every flush_interval_s, or at once when the worker has run out of jobs (the
+        # queue had no more and the last held job ended: nothing is gained by
+        # waiting then, and the last results would be late) or has many buffered.
+        while True:
+            self._flush_now.wait(self.settings.flush_interval_s)
+            self._flush_now.clear()
+            if self._stopped.is_set():
+                break
             self._flush_once()
         self._flush_until_empty()
         self._flushed.set()
@@ -379,6 +398,7 @@ class Worker:
         for thread in self._threads[: self.concurrency]:
             thread.join(max(deadline - time.monotonic(), 0))
         self._stopped.set()
+        self._flush_now.set()
         self._flushed.wait(self.shutdown_grace_s)
         # The heartbeat and maintenance threads may be in a round that uses the store:
         # let it end, so that closing the store after run() returns never pulls a
