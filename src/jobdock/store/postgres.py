@@ -76,9 +76,11 @@ _Q = load_queries("postgres_queries.sql")
 # How long a caller waits for a pooled connection before StoreUnavailable.
 _POOL_TIMEOUT_S = 10.0
 _CONNECT_TIMEOUT_S = 5
-# A claim whose candidates were all taken by other workers between choosing
-# and locking tries again this many times before reporting an empty queue.
-_CLAIM_TRIES = 3
+# A claim whose candidates were all locked by other workers' claims tries again
+# this many times, after 1, 2, 3... ms (those claims commit within milliseconds,
+# and the next jobs become the candidates), before reporting an empty queue.
+_CLAIM_TRIES = 10
+_CLAIM_RETRY_S = 0.001
 # Identifiers (and so LISTEN channels) are at most 63 bytes in PostgreSQL.
 _MAX_IDENTIFIER = 63
 _FK_KEY = re.compile(r"\(tenant_id\)=\((.*)\)")
@@ -418,17 +420,18 @@ class PostgresStore(PostgresAccess, Store):
             "now": now,
         }
         with self._conn() as conn:
-            for _ in range(_CLAIM_TRIES):
+            for attempt in range(1, _CLAIM_TRIES + 1):
                 # Tuple rows: a claim reads hundreds of rows, and dict rows cost more.
                 rows = conn.execute(_Q["job_claim_many"], params).fetchall()
-                claimed = [r for r in rows if r[2] is not None]
+                claimed = [r for r in rows if r[1] is not None]
                 if claimed or rows[0][0] == 0:
                     break
-                # Every candidate was locked by another worker: look again
-                # rather than idle a whole poll interval with jobs waiting.
-        # In claim order: each tenant's first job, then their second... (see the query).
-        claimed.sort(key=lambda r: (r[1], -r[8], r[18], r[2]))  # pos, priority, run_at, id
-        return [_claimed_job(r, worker_id) for r in claimed]
+                # Every candidate was locked by another worker's claim, whose
+                # transaction is still open: look again once it has ended, rather
+                # than idle a whole poll interval with jobs waiting, or end a
+                # --burst worker as if the queue were empty.
+                time.sleep(_CLAIM_RETRY_S * attempt)
+        return [_claimed_job(r, worker_id) for r in _in_claim_order(claimed)]
 
     def job_heartbeat_many(
         self, claims: Sequence[tuple[str, int]], lease_s: float, now: datetime | None = None
@@ -845,15 +848,30 @@ def _job(row: Row) -> Job:
     return job
 
 
+def _in_claim_order(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows of job_claim_many in round-robin order, as the query shared the batch out:
+    each tenant's first job (by priority, run_at, id), then each one's second..."""
+    def queue_order(r: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (-r[7], r[17], r[1])  # priority, run_at, id
+
+    place: dict[str, int] = {}
+    ranked = []
+    for r in sorted(rows, key=lambda r: (r[2], queue_order(r))):  # by tenant
+        place[r[2]] = place.get(r[2], 0) + 1
+        ranked.append((place[r[2]], queue_order(r), r))
+    ranked.sort(key=lambda ranked_row: ranked_row[:2])
+    return [r for _, _, r in ranked]
+
+
 def _claimed_job(r: tuple[Any, ...], worker_id: str) -> Job:
     """A job from a row of job_claim_many (columns by position: see the query)."""
     return Job(
-        id=r[2], tenant_id=r[3], app_id=r[4], seq=r[5], kind=r[6], name=r[7],
-        status=JobStatus.RUNNING, priority=r[8], input=json.loads(r[9]), result=r[10],
-        error=r[11], stats=r[12] or {}, progress=r[13] or {}, labels=r[14] or {},
-        parent_id=r[15], attempt=r[16], max_attempts=r[17], run_at=r[18], timeout_s=r[19],
-        retention_s=r[20], idempotency_key=r[21], created_at=r[22], started_at=r[23],
-        finished_at=r[24], updated_at=r[25], expires_at=r[26], lease_expires_at=r[27],
+        id=r[1], tenant_id=r[2], app_id=r[3], seq=r[4], kind=r[5], name=r[6],
+        status=JobStatus.RUNNING, priority=r[7], input=json.loads(r[8]), result=r[9],
+        error=r[10], stats=r[11] or {}, progress=r[12] or {}, labels=r[13] or {},
+        parent_id=r[14], attempt=r[15], max_attempts=r[16], run_at=r[17], timeout_s=r[18],
+        retention_s=r[19], idempotency_key=r[20], created_at=r[21], started_at=r[22],
+        finished_at=r[23], updated_at=r[24], expires_at=r[25], lease_expires_at=r[26],
         worker_id=worker_id,
     )
 

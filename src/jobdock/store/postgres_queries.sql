@@ -241,14 +241,17 @@ ORDER BY a.attempt, a.n;
 -- name: job_claim_many
 -- Fair round robin: each tenant offers its best `limit` due jobs (a walk of
 -- the jobs_queue index per tenant), ranked 1, 2, 3…; the batch takes every
--- tenant's first job before anyone's second. SKIP LOCKED lets competing
--- workers take different rows instead of queueing on each other's locks.
+-- tenant's first job before anyone's second. That decides each tenant's share
+-- of the batch; the jobs themselves are then taken, share by share, in queue
+-- order among those that no other worker's claim has locked (SKIP LOCKED), so
+-- that competing workers take different jobs at once, where locking the chosen
+-- jobs themselves left a worker that chose while another claimed with nothing.
 -- The result always has one row: `candidates` is how many jobs were chosen
 -- before locking, so that the caller can tell "queue empty" from "all taken".
 WITH clock AS (
     SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now
 ), candidates AS (
-    SELECT c.id, c.priority, c.run_at,
+    SELECT t.id AS tenant_id, c.id, c.priority, c.run_at,
            row_number() OVER (PARTITION BY t.id ORDER BY c.priority DESC, c.run_at, c.id) AS pos
     FROM tenants t
     CROSS JOIN clock
@@ -261,17 +264,22 @@ WITH clock AS (
         LIMIT %(limit)s
     ) c
 ), chosen AS (
-    SELECT id, pos FROM candidates ORDER BY pos, priority DESC, run_at, id LIMIT %(limit)s
+    SELECT tenant_id, id FROM candidates ORDER BY pos, priority DESC, run_at, id LIMIT %(limit)s
+), shares AS (
+    SELECT tenant_id, count(*) AS n FROM chosen GROUP BY tenant_id
 ), locked AS (
-    -- A primary-key lookup of the chosen ids, whatever the (often stale, after
-    -- a bulk insert) statistics say: a status predicate here would tempt the
-    -- planner into walking the whole jobs_queue index. The UPDATE below
-    -- re-checks the status on the locked row version.
-    SELECT j.id
-    FROM jobs j
-    WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
-    ORDER BY j.id
-    FOR UPDATE SKIP LOCKED
+    SELECT l.id
+    FROM shares s
+    CROSS JOIN clock
+    CROSS JOIN LATERAL (
+        SELECT j.id
+        FROM jobs j
+        WHERE j.tenant_id = s.tenant_id AND j.status = 'queued' AND j.run_at <= clock.now
+          AND j.kind = ANY(%(kinds)b::text[])
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT s.n
+        FOR UPDATE OF j SKIP LOCKED
+    ) l
 ), claimed AS (
     UPDATE jobs j
     SET status = 'running',
@@ -280,15 +288,17 @@ WITH clock AS (
         updated_at = clock.now,
         lease_expires_at = clock.now + %(lease_s)s::float8 * interval '1 second',
         worker_id = %(worker_id)s
-    FROM locked
-    JOIN chosen ON chosen.id = locked.id
-    CROSS JOIN clock
-    WHERE j.id = locked.id AND j.status = 'queued'
+    FROM clock
+    -- By primary key alone. `locked` checked the status on the row versions it
+    -- locked, which nobody can change before this statement ends; repeated
+    -- here, or joined with `locked`, it let the planner read every queued job
+    -- through jobs_queue (20,000 of them for a 256-job claim).
+    WHERE j.id = ANY(ARRAY(SELECT id FROM locked))
     -- Read by position in postgres.py (_claimed_job), after `candidates`. Status
     -- and worker are the claim's own; an empty labels object comes back NULL
     -- and the input as text, which Python decodes faster than psycopg's jsonb
     -- loader (a claim reads hundreds of rows on the worker's busiest thread).
-    RETURNING chosen.pos AS claim_pos, j.id, j.tenant_id, j.app_id, j.seq, j.kind, j.name,
+    RETURNING j.id, j.tenant_id, j.app_id, j.seq, j.kind, j.name,
               j.priority, j.input::text AS input, j.result, j.error, j.stats, j.progress,
               NULLIF(j.labels, '{}'::jsonb) AS labels, j.parent_id, j.attempt, j.max_attempts,
               j.run_at, j.timeout_s, j.retention_s, j.idempotency_key, j.created_at,
