@@ -186,3 +186,33 @@ def test_a_table_with_dates_and_times_flows_into_another(jd: App) -> None:
     assert imported.stats.get("success") == 2, jd.engine.errors("default", imported.id)
     assert [(r["id"], str(r["placed_at"])[:19].replace(" ", "T")) for r in rows(
         jd, "orders_copy")] == [(1, "2024-01-01T10:00:00"), (2, "None")]
+
+
+def test_mappings_reach_into_objects_and_errors_show_the_mapped_record(jd: App) -> None:
+    nested = [{"id": 1, "customer": {"email": "a@example.com"}, "total": 1, "note": "x"},
+              {"id": 2, "customer": {"name": "no email"}, "total": 2},
+              {"id": 3, "customer.email": "flat@example.com", "total": 3},
+              {"id": 4, "customer": "not an object", "total": 4}]
+    spec = flow_input({"upload": upload(jd, "n.jsonl", jsonl_bytes(nested))})
+    spec["import"]["mapping"] = {"email": "customer.email"}
+    spec["import"]["ignore_if"] = {}
+    # Without a mapping each column reads the field of its own name.
+    plain = flow_input({"upload": upload(jd, "p.jsonl", jsonl_bytes(
+        [{"id": 5, "email": "p@example.com", "total": "1.5", "extra": 1},
+         {"id": 6, "total": 2}]))}, flow_id="plain", table="plain")
+    plain["import"]["mapping"] = {}
+    with running(jd):
+        _, _, imported = wait_flow(jd, jd.submit("flow", spec).id)
+        _, _, plain_import = wait_flow(jd, jd.submit("flow", plain).id)
+    assert imported is not None and plain_import is not None
+    assert [(r["id"], r["email"]) for r in rows(jd)] == [(1, "a@example.com"),
+                                                        (3, "flat@example.com")]
+    errs = jd.engine.errors("default", imported.id)
+    assert [(e.record["extracted"]["id"], e.record["mapped"]) for e in errs] == [
+        (2, {"id": 2, "email": None, "total": 2, "placed_at": None}),
+        (4, {"id": 4, "email": None, "total": 4, "placed_at": None})]
+    assert [(r["id"], r["email"], r["total"]) for r in rows(jd, "plain")] == [
+        (5, "p@example.com", 1.5)]
+    [err] = jd.engine.errors("default", plain_import.id)
+    assert err.code == "missing_required_field"
+    assert err.record["mapped"] == {"id": 6, "email": None, "total": 2, "placed_at": None}
