@@ -472,6 +472,23 @@ def test_late_completion_while_the_new_attempt_runs_is_refused(kit: Kit) -> None
     assert kit.complete(second, Outcome.SUCCEEDED, at=41)
 
 
+def test_one_batch_of_held_and_late_reports_out_of_id_order(kit: Kit) -> None:
+    kit.store.job_insert_many([kit.new(max_attempts=3) for _ in range(300)])
+    jobs = kit.claim(limit=300)
+    assert len(jobs) == 300
+    held, late = jobs[::2], jobs[1::2]
+    reports = [Completion(j.id, j.attempt, Outcome.SUCCEEDED, result=j.id) for j in held]
+    reports += [Completion(j.id, j.attempt + 1, Outcome.FAILED) for j in late]
+    reports.append(Completion(new_id(), 1, Outcome.SUCCEEDED))  # no such job
+    reports.reverse()
+    accepted = kit.store.job_complete_many(reports, now=kit.t(1))
+    assert accepted == {j.id for j in held}
+    assert all(kit.get(j, at=1).result == j.id for j in held)
+    assert all(kit.get(j, at=1).status is S.RUNNING for j in late)
+    assert all(kit.history(j) == [(2, "refused")] for j in late)
+    assert all(kit.history(j) == [] for j in held)
+
+
 def test_retry_of_a_job_asked_to_cancel_cancels_it(kit: Kit) -> None:
     job = kit.claim_one(kit.add(max_attempts=3))
     kit.store.job_set_status("default", job.id, frozenset({S.RUNNING}), S.CANCELING, now=kit.t(1))
