@@ -35,5 +35,9 @@ bench-api: $(STAMP)  ## read API under load over 1,000,000 jobs, SQLite and Post
 	test -x $(BIN)/py-spy || $(BIN)/pip install -q py-spy
 	$(BIN)/python -m bench.api_bench
 
+bench-flow: $(STAMP)  ## issue #6: a 1,000,000-record CSV through a flow vs pandas and the raw limit (~5 min)
+	bash bench/setup_ingest.sh
+	$(BIN)/python -m bench.flow_bench
+
 clean:
 	rm -rf $(VENV) .jobdock .pytest_cache .mypy_cache .ruff_cache
