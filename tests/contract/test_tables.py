@@ -70,3 +70,57 @@ def test_names_are_validated(tables: Tables, name: str) -> None:
         tables.check("default", name, {"id": "int"}, ["id"])
     with pytest.raises(InvalidInput):
         tables.check("default", "t", {name: "int"}, [name])
+
+
+def _arrow(rows: list[tuple[object, ...]], columns: dict[str, str]) -> object:
+    import pyarrow as pa
+
+    types = {"int": pa.int64(), "str": pa.string(), "float": pa.float64(), "bool": pa.bool_(),
+             "date": pa.date32(), "datetime": pa.timestamp("us", tz="UTC")}
+    return pa.RecordBatch.from_arrays(
+        [pa.array(list(values), type=types[kind])
+         for values, kind in zip(zip(*rows, strict=True), columns.values(), strict=True)],
+        names=list(columns))
+
+
+def test_arrow_batches_stage_the_same_values_as_rows(tables: Tables) -> None:
+    odd = (2, "", None, False, None, dt.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=dt.UTC))
+    text = (3, 'quote " comma , line\nbreak', 0.1, None, dt.date(1, 1, 1), None)
+    with tables.load("default", "a", COLUMNS, ["id"]) as load:
+        assert load.stage_arrow(_arrow([ROW, odd, text], COLUMNS)) == 3
+        assert load.finish() == (3, 0)
+    with tables.load("default", "r", COLUMNS, ["id"]) as load:
+        load.stage([ROW, odd, text])
+        load.finish()
+    assert list(tables.rows("default", "a", ["id"])) == list(tables.rows("default", "r", ["id"]))
+    assert [r["name"] for r in tables.rows("default", "a", ["id"])] == ["a", "", text[1]]
+
+
+def test_a_repeated_key_keeps_the_first_staged_row(tables: Tables) -> None:
+    columns = {"id": "int", "name": "str"}
+    with tables.load("default", "t", columns, ["id"]) as load:
+        load.stage([(1, "first"), (2, "two")])
+        load.stage_arrow(_arrow([(1, "second"), (3, "three"), (3, "again")], columns))
+        load.stage([(2, "late")])
+        assert load.finish() == (3, 0)
+        assert load.rejected == 3
+    with tables.load("default", "t", columns, ["id"]) as load:
+        load.stage_arrow(_arrow([(3, "new three"), (4, "four"), (4, "no")], columns))
+        load.stage([(3, "no")])
+        assert load.finish() == (1, 1)
+        assert load.rejected == 2
+    rows = list(tables.rows("default", "t", ["id"]))
+    assert [(r["id"], r["name"]) for r in rows] == [(1, "first"), (2, "two"), (3, "new three"),
+                                                     (4, "four")]
+
+
+def test_a_key_only_table_counts_updates_of_existing_keys(tables: Tables) -> None:
+    with tables.load("default", "k", {"a": "str", "b": "int"}, ["a", "b"]) as load:
+        load.stage([("x", 1), ("x", 2), ("x", 1)])
+        assert load.finish() == (2, 0)
+        assert load.rejected == 1
+    with tables.load("default", "k", {"a": "str", "b": "int"}, ["a", "b"]) as load:
+        load.stage([("x", 2), ("y", 1), ("y", 1)])
+        assert load.finish() == (1, 1)
+        assert load.rejected == 1
+    assert len(list(tables.rows("default", "k"))) == 3

@@ -13,13 +13,18 @@ A load is one transaction, staged first and applied once:
         inserted, updated = load.finish()
 
 `stage` writes into a temporary staging table (COPY on PostgreSQL, batched
-`executemany` on SQLite); `finish` makes the table (creating it, adding new
-declared columns, refusing a changed type or primary key) and upserts the whole
-staging table in one statement, then commits. Leaving the block without
-`finish` (an exception, a cancel) rolls back: nothing of the load is kept.
+`executemany` on SQLite); `stage_arrow` does the same with an Arrow batch of
+typed columns, without a Python object per value. `finish` makes the table
+(creating it, adding new declared columns, refusing a changed type or primary
+key) and upserts the whole staging table in one statement, then commits.
+Leaving the block without `finish` (an exception, a cancel) rolls back:
+nothing of the load is kept.
 
-Rows must already hold values of their declared types (`COLUMN_TYPES`), with
-distinct primary keys within one load.
+Rows must already hold values of their declared types (`COLUMN_TYPES`). When
+several staged rows have the same primary key, the first one staged is applied
+and the others are not: after `finish`, `load.rejected` says how many. The
+database finds them (a keyed staging table on SQLite, one sort in `finish` on
+PostgreSQL), so a load's memory does not grow with its rows.
 """
 
 from __future__ import annotations
@@ -32,10 +37,14 @@ from typing import Any
 
 from jobdock.errors import InvalidInput
 
-__all__ = ["COLUMN_TYPES", "NAME", "Load", "TableConflict", "Tables", "check_name", "open_tables"]
+__all__ = ["ARROW_TYPES", "COLUMN_TYPES", "NAME", "Load", "TableConflict", "Tables",
+           "check_name", "open_tables"]
 
 # The declared column types a table may use.
 COLUMN_TYPES = ("int", "float", "str", "bool", "date", "datetime")
+# The Arrow type of each declared type, for `Load.stage_arrow` (pyarrow's names).
+ARROW_TYPES = {"int": "int64", "float": "float64", "str": "string", "bool": "bool",
+               "date": "date32", "datetime": "timestamp[us, tz=UTC]"}
 # Table and column names: lower case, an identifier in both backends without quoting
 # (they are quoted anyway), at most 63 characters (PostgreSQL's limit).
 NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -60,14 +69,23 @@ def check_name(name: str, what: str = "name") -> str:
 class Load(abc.ABC):
     """One table load in progress: rows staged, then applied at once by `finish`."""
 
+    # Staged rows not applied because a row with their key was staged before them.
+    rejected: int = 0
+
     @abc.abstractmethod
     def stage(self, rows: Iterable[Row]) -> int:
         """Stage rows (values in the order of the load's columns); return how many."""
 
     @abc.abstractmethod
+    def stage_arrow(self, batch: Any) -> int:
+        """Stage a pyarrow Table or RecordBatch whose columns are the load's, in its order,
+        of the Arrow types `ARROW_TYPES` names; return how many rows."""
+
+    @abc.abstractmethod
     def finish(self) -> tuple[int, int]:
-        """Make the table, upsert every staged row and commit; return (inserted, updated):
-        rows whose key was new, and rows whose key existed and whose row was rewritten."""
+        """Make the table, upsert the first staged row of each key and commit; return
+        (inserted, updated): rows whose key was new, and rows whose key existed and whose
+        row was rewritten. Sets `rejected`."""
 
 
 class Tables(abc.ABC):

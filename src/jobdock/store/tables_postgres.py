@@ -5,10 +5,15 @@ store lives in another schema than `public` (several instances, or tests, in
 one database), hashed down to PostgreSQL's 63-byte limit when longer.
 
 A load holds one connection and one transaction: `stage` COPYs rows into a
-TEMP table (ON COMMIT DROP); `finish` takes a transaction-scoped advisory lock
-on the tenant's schema (so that two loads never race to create the schema, a
-table or a column), makes the table, counts the staged keys that exist
-already, upserts the whole staging table in one statement and commits.
+TEMP table (ON COMMIT DROP); `stage_arrow` COPYs an Arrow batch written as CSV
+by Arrow. `finish` takes a transaction-scoped advisory lock on the tenant's
+schema (so that two loads never race to create the schema, a table or a
+column), makes the table and applies the first staged row of each key in one
+statement, then commits.
+
+The first staged row of a key is the one with the lowest `ctid`: the staging
+table only ever has rows appended by COPY in this transaction (no update, no
+delete), so its physical order is the order of staging.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ SQL_TYPES = {"int": "bigint", "float": "double precision", "str": "text", "bool"
 _FROM_SQL = {v: k for k, v in SQL_TYPES.items()}
 _MAX_IDENTIFIER = 63
 _CONNECT_TIMEOUT_S = 5
+# Memory for the sorts of `finish` (distinct keys, first row per key), so that a load of
+# a few million rows sorts in memory rather than in temporary files.
+_FINISH_WORK_MEM = "128MB"
 
 _COLUMNS = ("SELECT column_name, data_type FROM information_schema.columns"
             " WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position")
@@ -145,6 +153,8 @@ class _PostgresLoad(Load):
         self._table = table
         self._columns = columns
         self._key = primary_key
+        self._staged = 0
+        self.rejected = 0
 
     def stage(self, rows: Iterable[Row]) -> int:
         staged = 0
@@ -154,7 +164,23 @@ class _PostgresLoad(Load):
             for row in rows:
                 copy.write_row(row)
                 staged += 1
+        self._staged += staged
         return staged
+
+    def stage_arrow(self, batch: Any) -> int:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        # Arrow writes the batch as CSV in C++: NULL as an empty field, text always quoted
+        # (so an empty text stays empty), dates and times in ISO form, floats exactly.
+        out = pa.BufferOutputStream()
+        pacsv.write_csv(batch, out, pacsv.WriteOptions(include_header=False))
+        names = sql.SQL(", ").join(map(sql.Identifier, self._columns))
+        with _translated(), self._conn.cursor() as cur, cur.copy(
+                sql.SQL("COPY stage ({}) FROM STDIN (FORMAT csv)").format(names)) as copy:
+            copy.write(memoryview(out.getvalue()))
+        self._staged += batch.num_rows
+        return int(batch.num_rows)
 
     def finish(self) -> tuple[int, int]:
         conn, columns, key = self._conn, self._columns, self._key
@@ -166,31 +192,62 @@ class _PostgresLoad(Load):
                          (f"jobdock.data.{self._schema}",))
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
             existing, existing_key = PostgresTables._describe(conn, self._schema, self._table)
+            conn.execute(sql.SQL("SET LOCAL work_mem = {}").format(
+                sql.Literal(_FINISH_WORK_MEM)))
+            distinct = self._distinct_keys()
+            self.rejected = self._staged - distinct
+            source: sql.Composable = sql.SQL("stage")
+            if self.rejected:
+                source = sql.SQL("(SELECT DISTINCT ON ({0}) {1} FROM stage"
+                                 " ORDER BY {0}, ctid) AS first").format(keys, names)
             if existing:
                 conflicts(self._table, existing, existing_key, columns, key)
                 for name, kind in columns.items():
                     if name not in existing:
                         conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
                             target, sql.Identifier(name), sql.SQL(SQL_TYPES[kind])))
+                inserted = self._upsert(target, names, keys, source)
             else:
-                conn.execute(sql.SQL("CREATE TABLE {} ({}, PRIMARY KEY ({}))").format(
+                # A new table: every distinct key is inserted. The key's index is built
+                # once, sorted, after the rows are in, rather than row by row.
+                conn.execute(sql.SQL("CREATE TABLE {} ({})").format(
                     target,
                     sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c),
                                                                sql.SQL(SQL_TYPES[t]))
-                                       for c, t in columns.items()),
-                    keys))
-            match = sql.SQL(" AND ").join(
-                sql.SQL("m.{0} = s.{0}").format(sql.Identifier(c)) for c in key)
-            row = conn.execute(sql.SQL(
-                "SELECT count(*), count(*) FILTER (WHERE EXISTS"
-                " (SELECT 1 FROM {} m WHERE {})) FROM stage s").format(target, match)).fetchone()
-            assert row is not None
-            total, updated = int(row[0]), int(row[1])
-            others = [c for c in columns if c not in key]
-            action = (sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(
-                sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in others)
-                if others else sql.SQL("DO NOTHING"))
-            conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM stage ON CONFLICT ({}) {}")
-                         .format(target, names, names, keys, action))
+                                       for c, t in columns.items())))
+                conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+                    target, names, names, source))
+                conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+                    target, keys))
+                inserted = distinct
             conn.commit()
-        return total - updated, updated
+        return inserted, distinct - inserted
+
+    def _distinct_keys(self) -> int:
+        if not self._staged:
+            return 0
+        keys = sql.SQL(", ").join(map(sql.Identifier, self._key))
+        row = self._conn.execute(sql.SQL("SELECT count(*) FROM (SELECT DISTINCT {} FROM stage)"
+                                         " AS keys").format(keys)).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def _upsert(self, target: sql.Composable, names: sql.Composable, keys: sql.Composable,
+                source: sql.Composable) -> int:
+        """Insert or rewrite the rows of `source` (distinct keys); return how many were new.
+        A new row's `xmax` is 0; a row rewritten by ON CONFLICT has this transaction's."""
+        others = [c for c in self._columns if c not in self._key]
+        if not others:
+            cur = self._conn.execute(sql.SQL(
+                "INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO NOTHING").format(
+                target, names, names, source, keys))
+            return max(cur.rowcount, 0)
+        action = sql.SQL(", ").join(
+            sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in others)
+        row = self._conn.execute(sql.SQL(
+            "WITH written AS (INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({})"
+            " DO UPDATE SET {} RETURNING xmax = 0 AS new)"
+            " SELECT count(*) FILTER (WHERE new) FROM written").format(
+            target, names, names, source, keys, action)).fetchone()
+        assert row is not None
+        return int(row[0])

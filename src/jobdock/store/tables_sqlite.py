@@ -5,6 +5,9 @@ A load stages its rows in a TEMP table of its own connection (batched
 the write lock (`BEGIN IMMEDIATE`) only for the DDL and the one upsert. So
 the lock is held for the apply, not while files are read and checked, and
 several tables of one tenant can be read at once.
+
+The TEMP table has the load's primary key and rows go in with `INSERT OR
+IGNORE`: the first row of a key stays, later ones are counted as rejected.
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ from jobdock.store.tables import Load, Row, Tables, conflicts, validate
 SQL_TYPES = {"int": "INTEGER", "float": "REAL", "str": "TEXT", "bool": "BOOLEAN",
              "date": "DATE", "datetime": "DATETIME"}
 _FROM_SQL = {v: k for k, v in SQL_TYPES.items()}
-# Rows per executemany into the staging table.
-_BATCH = 5_000
+# Rows per executemany (and per transaction) into the staging table.
+_BATCH = 50_000
+# Page cache of the TEMP database (KiB): the staging table's pages while it is written
+# and read back, instead of SQLite's default 2 MB (and a spill to its temporary file).
+_TEMP_CACHE_KIB = 65_536
 # A load waits this long for another load of the same tenant to apply.
 _BUSY_TIMEOUT_S = 300.0
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -116,9 +122,10 @@ class SQLiteTables(Tables):
         conn = self._connect(tenant)
         try:
             with _translated():
+                conn.execute(f"PRAGMA temp.cache_size = -{_TEMP_CACHE_KIB}")
                 conn.execute("CREATE TEMP TABLE stage ("
                              + ", ".join(f"{_q(c)} {SQL_TYPES[t]}" for c, t in columns.items())
-                             + ")")
+                             + f", PRIMARY KEY ({', '.join(map(_q, primary_key))}))")
             yield _SQLiteLoad(conn, table, dict(columns), list(primary_key))
         finally:
             if conn.in_transaction:
@@ -164,7 +171,9 @@ class _SQLiteLoad(Load):
         self._columns = columns
         self._key = primary_key
         self._adapters = [_adapt(kind) for kind in columns.values()]
-        self._insert = (f"INSERT INTO temp.stage VALUES ({', '.join('?' * len(columns))})")
+        self._insert = (f"INSERT OR IGNORE INTO temp.stage"
+                        f" VALUES ({', '.join('?' * len(columns))})")
+        self.rejected = 0
 
     def _adapted(self, rows: Iterable[Row]) -> Iterator[tuple[Any, ...]]:
         adapters = self._adapters
@@ -174,14 +183,38 @@ class _SQLiteLoad(Load):
     def stage(self, rows: Iterable[Row]) -> int:
         staged = 0
         source = self._adapted(rows)
-        with _translated():
-            while batch := list(islice(source, _BATCH)):
-                # The TEMP database only: no lock on the tenant's file is taken here.
-                self._conn.execute("BEGIN")
-                self._conn.executemany(self._insert, batch)
-                self._conn.execute("COMMIT")
-                staged += len(batch)
+        while batch := list(islice(source, _BATCH)):
+            staged += self._insert_many(batch, len(batch))
         return staged
+
+    def stage_arrow(self, batch: Any) -> int:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        # The stored forms made by Arrow, column by column: dates as ISO text, bools as 0/1.
+        lists = []
+        for column, kind in zip(batch.columns, self._columns.values(), strict=True):
+            if kind == "date":
+                column = pc.cast(column, pa.string())
+            elif kind == "bool":
+                column = pc.cast(column, pa.int64())
+            values = column.to_pylist()
+            if kind == "datetime":
+                values = [None if v is None else _iso(v) for v in values]
+            lists.append(values)
+        return self._insert_many(zip(*lists, strict=True), batch.num_rows)
+
+    def _insert_many(self, rows: Iterable[Sequence[Any]], count: int) -> int:
+        conn = self._conn
+        with _translated():
+            before = conn.total_changes
+            # The TEMP database only: no lock on the tenant's file is taken here.
+            conn.execute("BEGIN")
+            conn.executemany(self._insert, rows)
+            conn.execute("COMMIT")
+            # INSERT OR IGNORE skipped the rows whose key was staged already.
+            self.rejected += count - (conn.total_changes - before)
+        return count
 
     def finish(self) -> tuple[int, int]:
         conn, table, columns, key = self._conn, _q(self._table), self._columns, self._key
@@ -189,26 +222,30 @@ class _SQLiteLoad(Load):
         with _translated():
             conn.execute("BEGIN IMMEDIATE")
             existing, existing_key = _describe(conn, self._table)
+            total = conn.execute("SELECT count(*) FROM temp.stage").fetchone()[0]
             if existing:
                 conflicts(self._table, existing, existing_key, columns, key)
                 for name, kind in columns.items():
                     if name not in existing:
                         conn.execute(f"ALTER TABLE main.{table} ADD COLUMN {_q(name)}"
                                      f" {SQL_TYPES[kind]}")
+                match = " AND ".join(f"m.{_q(c)} = s.{_q(c)}" for c in key)
+                updated = conn.execute(
+                    f"SELECT count(*) FROM temp.stage s WHERE EXISTS"
+                    f" (SELECT 1 FROM main.{table} m WHERE {match})").fetchone()[0]
+                others = [c for c in columns if c not in key]
+                action = ("DO UPDATE SET " + ", ".join(f"{_q(c)} = excluded.{_q(c)}"
+                                                       for c in others)
+                          if others else "DO NOTHING")
+                # WHERE true: without it SQLite would read ON CONFLICT as a join clause.
+                conn.execute(f"INSERT INTO main.{table} ({names}) SELECT {names} FROM temp.stage"
+                             f" WHERE true ON CONFLICT ({', '.join(map(_q, key))}) {action}")
             else:
+                # A new table: every staged key (distinct, by the stage's key) is inserted.
                 conn.execute(f"CREATE TABLE main.{table} ("
                              + ", ".join(f"{_q(c)} {SQL_TYPES[t]}" for c, t in columns.items())
                              + f", PRIMARY KEY ({', '.join(map(_q, key))}))")
-            total = conn.execute("SELECT count(*) FROM temp.stage").fetchone()[0]
-            match = " AND ".join(f"m.{_q(c)} = s.{_q(c)}" for c in key)
-            updated = conn.execute(
-                f"SELECT count(*) FROM temp.stage s WHERE EXISTS"
-                f" (SELECT 1 FROM main.{table} m WHERE {match})").fetchone()[0]
-            others = [c for c in columns if c not in key]
-            action = ("DO UPDATE SET " + ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in others)
-                      if others else "DO NOTHING")
-            # WHERE true: without it SQLite would read ON CONFLICT as a join clause.
-            conn.execute(f"INSERT INTO main.{table} ({names}) SELECT {names} FROM temp.stage"
-                         f" WHERE true ON CONFLICT ({', '.join(map(_q, key))}) {action}")
+                conn.execute(f"INSERT INTO main.{table} ({names}) SELECT {names} FROM temp.stage")
+                updated = 0
             conn.execute("COMMIT")
         return total - updated, updated
