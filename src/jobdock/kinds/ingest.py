@@ -8,7 +8,8 @@ the children are the work, and each has its own status, times and counters.
 Readers of the ingest (the Amperity dialect) read the children.
 
 An `ingest_table` job reads its files in order (see `readers`), checks each
-record against the declared types (`coerce`), and stages the good rows; at
+record against the declared types (`RowChecker`; for CSV and Parquet a whole
+Arrow batch at once where it can, see `typed_batch`), and stages the good rows; at
 the end the whole table is applied at once (`jobdock.store.tables`), so a
 table that fails leaves nothing behind. Its counters, per table:
 
@@ -17,7 +18,9 @@ table that fails leaves nothing behind. Its counters, per table:
               cannot be parsed (each one an error record naming the file, the
               line or row, the column and the reason)
     rejected  records whose primary key was already seen in this job (the first
-              one wins; later ones are duplicates, not loaded)
+              one wins; later ones are duplicates, not loaded); the database
+              finds them when the table is applied, so this counter is set
+              at the end
     inserted  rows whose key was new to the table
     updated   rows whose key existed: the row is rewritten
 
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -43,8 +46,8 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 import jobdock.errors as errors
 from jobdock.engine import SubmitRequest
-from jobdock.kinds.readers import UnreadableFile, read_records
-from jobdock.store.tables import NAME, open_tables
+from jobdock.kinds.readers import ArrowRows, Record, UnreadableFile, read_batches
+from jobdock.store.tables import ARROW_TYPES, NAME, Load, open_tables
 from jobdock.worker.context import JobContext
 
 ColumnType = Literal["int", "float", "str", "bool", "date", "datetime"]
@@ -52,6 +55,8 @@ MAX_TABLES = 100
 MAX_FILES = 1_000
 # Counters are handed to the context every this many records (not per record).
 _COUNT_EVERY = 1_000
+# Rows checked one by one are staged this many at a time.
+_STAGE_EVERY = 10_000
 
 
 # -- input -------------------------------------------------------------------
@@ -157,74 +162,105 @@ def ingest_table(ctx: JobContext, input: IngestTableInput) -> dict[str, Any]:
     try:
         tables.check(tenant, input.table_name, columns, input.primary_key)  # fail early
         checker = RowChecker(columns, input.primary_key)
-        seen: set[tuple[Any, ...]] = set()
         files: list[dict[str, Any]] = []
         with tables.load(tenant, input.table_name, columns, input.primary_key) as load:
             for index, ref in enumerate(input.files):
                 stats = {"file_id": ref.file_id, "name": ref.name, "read": 0, "errors": 0}
                 files.append(stats)
                 ctx.progress(index, len(input.files), f"reading {ref.name}")
-                load.stage(_good_rows(ctx, index, ref, checker, seen, stats))
+                _load_file(ctx, index, ref, checker, load, stats)
             ctx.progress(len(input.files), len(input.files), "applying")
             inserted, updated = load.finish()
     finally:
         tables.close()
-    ctx.count(inserted=inserted, updated=updated)
+    # Repeated keys are found by the database (the first staged row wins): see tables.
+    ctx.count(inserted=inserted, updated=updated, rejected=load.rejected)
     totals = ctx.stats
     return {"table_name": input.table_name, "feed_id": input.feed_id, "files": files,
             **{k: totals.get(k, 0) for k in ("read", "errors", "rejected", "inserted",
                                              "updated")}}
 
 
-def _good_rows(ctx: JobContext, index: int, ref: FileRef, checker: RowChecker,
-               seen: set[tuple[Any, ...]], stats: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
-    """The rows of one file that may be loaded; counts and records the others."""
-    pending = {"read": 0, "errors": 0, "rejected": 0}
+class _FileCounts:
+    """A file's `read` and `errors`, handed to the context every so many records."""
 
-    def flush() -> None:
-        ctx.count(read=pending["read"], errors=pending["errors"], rejected=pending["rejected"],
-                  **{f"file_{index}_read": pending["read"],
-                     f"file_{index}_errors": pending["errors"]})
-        stats["read"] += pending["read"]
-        stats["errors"] += pending["errors"]
-        pending.update(read=0, errors=0, rejected=0)
-        ctx.raise_if_cancelled()
+    def __init__(self, ctx: JobContext, index: int, stats: dict[str, Any]) -> None:
+        self.ctx, self.index, self.stats = ctx, index, stats
+        self.read = self.errors = 0
 
+    def flush(self) -> None:
+        self.ctx.count(read=self.read, errors=self.errors,
+                       **{f"file_{self.index}_read": self.read,
+                          f"file_{self.index}_errors": self.errors})
+        self.stats["read"] += self.read
+        self.stats["errors"] += self.errors
+        self.read = self.errors = 0
+        self.ctx.raise_if_cancelled()
+
+
+def _load_file(ctx: JobContext, index: int, ref: FileRef, checker: RowChecker, load: Load,
+               stats: dict[str, Any]) -> None:
+    """Stage the rows of one file that may be loaded; count and record the others.
+
+    Arrow batches whose every value converts as `RowChecker` would convert it are staged
+    as they are (`typed_batch`); any other batch goes record by record through the
+    checker, so that each bad record gets its own error record."""
+    counts = _FileCounts(ctx, index, stats)
+    rows: list[tuple[Any, ...]] = []
     try:
         raw = ctx.open(ref.file_id)
     except (errors.NotFound, PermissionError) as exc:
         raise IngestFailed(f"file {ref.name} ({ref.file_id}): the upload does not exist") from exc
     with raw:
         try:
-            for record in read_records(raw, ref.name):
-                pending["read"] += 1
-                if record.values is None:
-                    problem: tuple[str | None, str, str] | None = (None, record.error or "",
-                                                                   "bad_record")
-                    row = None
+            for item in read_batches(raw, ref.name, checker.names):
+                if isinstance(item, ArrowRows):
+                    typed = typed_batch(item.batch, checker)
+                    if typed is not None:
+                        load.stage(rows)  # the rows read before go first: the first key wins
+                        rows.clear()
+                        load.stage_arrow(typed)
+                        counts.read += typed.num_rows
+                        counts.flush()
+                        continue
+                    records = item.records()
                 else:
-                    row, problem = checker.check(record.values)
-                if problem is not None:
-                    pending["errors"] += 1
-                    column, reason, code = problem
-                    where = f"{record.unit} {record.position}"
-                    ctx.error(f"{ref.name} {where}: " + (f"column {column}: " if column else "")
-                              + reason, code=code, source=ref.name,
-                              record={"file_id": ref.file_id, "file": ref.name,
-                                      record.unit: record.position, "column": column,
-                                      "reason": reason})
-                elif row is not None:
-                    key = checker.key_of(row)
-                    if key in seen:
-                        pending["rejected"] += 1
+                    records = [item]
+                for record in records:
+                    counts.read += 1
+                    row = _checked(ctx, ref, checker, record)
+                    if row is None:
+                        counts.errors += 1
                     else:
-                        seen.add(key)
-                        yield row
-                if pending["read"] >= _COUNT_EVERY:
-                    flush()
+                        rows.append(row)
+                        if len(rows) >= _STAGE_EVERY:
+                            load.stage(rows)
+                            rows.clear()
+                    if counts.read >= _COUNT_EVERY:
+                        counts.flush()
         except UnreadableFile as exc:
             raise IngestFailed(f"file {ref.name} ({ref.file_id}) cannot be read: {exc}") from exc
-        flush()
+        load.stage(rows)
+        counts.flush()
+
+
+def _checked(ctx: JobContext, ref: FileRef, checker: RowChecker,
+             record: Record) -> tuple[Any, ...] | None:
+    """The record as a row of the declared types, or None after its error record."""
+    if record.values is None:
+        problem: Problem | None = (None, record.error or "", "bad_record")
+        row = None
+    else:
+        row, problem = checker.check(record.values)
+    if problem is None:
+        return row
+    column, reason, code = problem
+    where = f"{record.unit} {record.position}"
+    ctx.error(f"{ref.name} {where}: " + (f"column {column}: " if column else "") + reason,
+              code=code, source=ref.name,
+              record={"file_id": ref.file_id, "file": ref.name, record.unit: record.position,
+                      "column": column, "reason": reason})
+    return None
 
 
 # -- types -----------------------------------------------------------------------
@@ -372,3 +408,124 @@ COERCE: dict[str, Callable[[Any], Any]] = {
     "int": to_int, "float": to_float, "str": to_str, "bool": to_bool, "date": to_date,
     "datetime": to_datetime,
 }
+
+
+# -- types, a batch at once ----------------------------------------------------------
+# Text that Arrow's casts may take: each pattern accepts only text that the coercer above
+# reads to the same value (Arrow alone would also take "0x1F" as an int, say). Other text
+# sends its batch to the per-row check, which says what is wrong.
+_TEXT_PATTERNS = {"int": r"^[+-]?[0-9]+$",
+                  "float": r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$",
+                  "date": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}
+
+
+def typed_batch(batch: Any, checker: RowChecker) -> Any | None:
+    """`batch` (Arrow columns by name, from `read_batches`) as a RecordBatch of the
+    checker's columns and Arrow types (`ARROW_TYPES`), when every value of it converts
+    exactly as `RowChecker.check` would convert it and no key is missing; else None, and
+    the batch is checked row by row."""
+    import pyarrow as pa
+
+    names = batch.schema.names
+    arrays = []
+    for name, kind in zip(checker.names, checker.kinds, strict=True):
+        is_key = name in checker.key_set
+        if name not in names:
+            if is_key:
+                return None
+            arrays.append(pa.nulls(batch.num_rows, _arrow_type(kind)))
+            continue
+        column = batch.column(names.index(name))
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        if is_key and column.null_count:
+            return None
+        typed = _typed_column(column, kind, is_key)
+        if typed is None:
+            return None
+        arrays.append(typed)
+    return pa.RecordBatch.from_arrays(arrays, names=checker.names)
+
+
+def _typed_column(column: Any, kind: str, is_key: bool) -> Any | None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    source = column.type
+    try:
+        if pa.types.is_string(source) or pa.types.is_large_string(source):
+            if kind == "str":
+                bad = pc.match_substring(column, "\x00")
+                if is_key:
+                    bad = pc.or_(bad, pc.equal(column, ""))  # an empty key is a missing one
+                return None if pc.any(bad).as_py() else column.cast(pa.string())
+            if kind == "bool":
+                return _text_bools(column)
+            pattern = _TEXT_PATTERNS.get(kind)
+            if pattern is not None:
+                if not pc.all(pc.match_substring_regex(column, pattern)).as_py():
+                    return None
+                return _checked_column(column.cast(_arrow_type(kind)), kind)
+        elif kind == "int" and pa.types.is_integer(source):
+            return column.cast(pa.int64())  # an unsigned value past int64 fails the cast
+        elif kind == "float" and pa.types.is_floating(source):
+            return _checked_column(column.cast(pa.float64()), kind)
+        elif (kind == "bool" and pa.types.is_boolean(source)) or (
+                kind == "date" and pa.types.is_date(source)):
+            return column.cast(_arrow_type(kind))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return _python_column(column, kind, is_key)
+
+
+def _arrow_type(kind: str) -> Any:
+    import pyarrow as pa
+
+    if kind == "datetime":
+        return pa.timestamp("us", tz="UTC")
+    return pa.type_for_alias(ARROW_TYPES[kind])
+
+
+def _checked_column(column: Any, kind: str) -> Any | None:
+    """None when a converted value is one the coercer refuses: not finite, year 0."""
+    import pyarrow.compute as pc
+
+    if kind == "float":
+        return column if pc.all(pc.is_finite(column)).as_py() else None
+    if kind == "date":
+        return column if pc.all(pc.greater_equal(column, date.min)).as_py() else None
+    return column
+
+
+def _text_bools(column: Any) -> Any | None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    lower = pc.utf8_lower(column)
+    true = pc.is_in(lower, value_set=pa.array(sorted(_TRUE)))
+    false = pc.is_in(lower, value_set=pa.array(sorted(_FALSE)))
+    if not pc.all(pc.or_(pc.or_(true, false), pc.is_null(column))).as_py():
+        return None
+    return pc.if_else(pc.is_valid(column), true, pa.scalar(None, pa.bool_()))
+
+
+def _python_column(column: Any, kind: str, is_key: bool) -> Any | None:
+    """The column converted value by value by the coercer (a datetime, or a source type
+    that Arrow's casts do not convert as the coercer does); None at the first problem."""
+    import pyarrow as pa
+
+    coerce = COERCE[kind]
+    values: list[Any] = []
+    for value in column.to_pylist():
+        if isinstance(value, str) and value == "" and (kind != "str" or is_key):
+            value = None
+        if value is None:
+            if is_key:
+                return None
+            values.append(None)
+            continue
+        try:
+            values.append(coerce(value))
+        except (ValueError, TypeError, OverflowError):
+            return None
+    return pa.array(values, type=_arrow_type(kind))

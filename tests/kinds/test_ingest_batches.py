@@ -1,0 +1,152 @@
+"""The ingest's Arrow path reads and types exactly as the record-by-record path."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+
+from jobdock import App
+from jobdock.kinds import readers
+from jobdock.kinds.ingest import RowChecker, typed_batch
+from jobdock.kinds.readers import ArrowRows, Record, UnreadableFile, read_batches, read_records
+from tests.kinds.ingesting import counters, parquet_bytes, running, table, upload, wait_ingest
+
+HEADER = b"id,name,n\n"
+CSV_CASES = {
+    "plain": HEADER + b"".join(b"%d,name %d,%d\n" % (i, i, i * 2) for i in range(40)),
+    "no final newline": HEADER + b"1,a,2\n2,b,3",
+    "crlf and bom": b"\xef\xbb\xbf" + HEADER.replace(b"\n", b"\r\n") + b"1,a,2\r\n2,,\r\n",
+    "blank lines": HEADER + b"1,a,2\n\n2,b,3\n\n\n3,c,4\n",
+    "quoted": HEADER + b'1,"a, b",2\n2,"",3\n3,"x",""\n' * 5,
+    "line break in quotes": HEADER + b'1,a,2\n2,"two\nlines",3\n3,c,4\n' * 5,
+    "inner quotes": HEADER + b'1,"say ""hi""",2\n2,a"b,3\n',
+    "bad quoting": HEADER + b'1,a,2\n2,"a"b,3\n',
+    "short and long rows": HEADER + b"1,a,2\n2,b\n3,c,4,5\n4,d,5\n" * 5,
+    "not utf-8 in a column not read": b"id,x,name,n\n1,\xff,a,2\n",
+    "repeated header name": b"id,name,name,n\n1,a,b,2\n",
+    "quoted header": b'"id","name",n\n1,a,2\n',
+    "no wanted column": b"x,y\n1,2\n",
+    "header only": HEADER,
+}
+
+
+def _expanded(items: Any) -> list[Record]:
+    out: list[Record] = []
+    for item in items:
+        out.extend(item.records() if isinstance(item, ArrowRows) else [item])
+    return out
+
+
+def _outcome(read: Any) -> list[Record] | str:
+    try:
+        return list(read())
+    except UnreadableFile as exc:
+        return f"unreadable: {exc}"
+
+
+@pytest.mark.parametrize("block", [16, 64, 4 * 1024 * 1024])
+@pytest.mark.parametrize("case", list(CSV_CASES))
+def test_csv_batches_are_the_records(monkeypatch: pytest.MonkeyPatch, case: str,
+                                     block: int) -> None:
+    monkeypatch.setattr(readers, "_CSV_BLOCK", block)
+    data = CSV_CASES[case]
+    wanted = ["id", "name", "n"]
+    expected = _outcome(lambda: read_records(io.BytesIO(data), "f.csv"))
+    found = _outcome(lambda: _expanded(read_batches(io.BytesIO(data), "f.csv", wanted)))
+    assert _wanted(found, wanted) == _wanted(expected, wanted)
+
+
+def _wanted(records: list[Record] | str, wanted: list[str]) -> list[Record] | str:
+    """The records with their wanted fields only (the checker reads no others)."""
+    if isinstance(records, str):
+        return records
+    return [Record(r.position, None if r.values is None else
+                   {k: v for k, v in r.values.items() if k in wanted}, r.error, r.unit)
+            for r in records]
+
+
+def test_plain_csv_is_read_in_arrow_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(readers, "_CSV_BLOCK", 64)
+    items = list(read_batches(io.BytesIO(CSV_CASES["plain"]), "f.csv", ["id", "n"]))
+    assert len(items) > 3 and all(isinstance(i, ArrowRows) for i in items)
+    assert [i.first for i in items[:2]] == [2, 2 + items[0].batch.num_rows]
+
+
+CHECKER = RowChecker({"i": "int", "f": "float", "s": "str", "b": "bool", "d": "date",
+                      "t": "datetime"}, ["i"])
+TEXT = {"i": ["1", "-7", "007", "+5", "0x1F", " 3", "1e3", "9223372036854775808", "١٢"],
+        "f": ["1.5", "-.5", "1e3", "1.", "nan", "inf", "1e999", "0x1p3", "1_0", " 2"],
+        "s": ["a", "", "\x00"],
+        "b": ["true", "F", "YES", "n", "0", " true", "maybe"],
+        "d": ["2024-01-31", "2024-02-30", "0000-01-01", "2024-1-1", "2021-W01-1"],
+        "t": ["2024-01-02T03:04:05", "2024-01-02 03:04:05+02:00", "x"]}
+GOOD = {"i": 1, "f": 1.5, "s": "a", "b": "true", "d": "2024-01-31", "t": "2024-01-02"}
+
+
+def _batch_of(records: list[dict[str, Any]]) -> Any:
+    import pyarrow as pa
+
+    names = list(records[0])
+    return pa.table({n: pa.array([r[n] for r in records], pa.string()) for n in names})
+
+
+@pytest.mark.parametrize("column", list(TEXT))
+def test_typed_batches_convert_as_the_checker(column: str) -> None:
+    for value in TEXT[column]:
+        record = {k: str(v) for k, v in GOOD.items()} | {column: value}
+        row, problem = CHECKER.check(record)
+        typed = typed_batch(_batch_of([record]), CHECKER)
+        if problem is not None:
+            assert typed is None, (column, value)
+        elif typed is not None:
+            assert tuple(typed.to_pylist()[0].values()) == row, (column, value)
+
+
+def test_a_missing_key_or_an_empty_key_text_sends_the_batch_to_the_checker() -> None:
+    import pyarrow as pa
+
+    good = {k: str(v) for k, v in GOOD.items()}
+    assert typed_batch(_batch_of([good]), CHECKER) is not None
+    assert typed_batch(_batch_of([good | {"i": None}]), CHECKER) is None
+    assert typed_batch(pa.table({"f": ["1"]}), CHECKER) is None  # no key column at all
+    keyed = RowChecker({"s": "str"}, ["s"])
+    assert typed_batch(pa.table({"s": ["a", ""]}), keyed) is None
+
+
+CSV_ROWS = [(1, "a@x", "1.5", "2024-01-01"), (2, "b@x", "2", "2024-01-02"),
+            (2, "dup", "3", "2024-01-03"), (3, "c@x", "high", "2024-01-04"),
+            (4, "d@x", "4", "2024-01-05"), (1, "dup again", "5", "2024-01-06"),
+            (5, "e@x", "", "")] * 1
+
+
+def _csv(rows: list[tuple[Any, ...]]) -> bytes:
+    return b"id,email,score,joined\n" + b"".join(
+        ",".join(str(v) for v in r).encode() + b"\n" for r in rows)
+
+
+def test_arrow_blocks_and_checked_rows_mix_in_one_file(jd: App,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small blocks: good blocks go through Arrow, the one with `high` row by row.
+    monkeypatch.setattr(readers, "_CSV_BLOCK", 48)
+    many = [(10 + i, f"m{i}@x", str(i), "2024-02-01") for i in range(30)]
+    first = upload(jd, "one.csv", _csv(CSV_ROWS + many + [(10, "dup", "1", "2024-01-01")]))
+    second = upload(jd, "two.parquet", parquet_bytes(
+        [{"id": 4, "email": "dup", "score": 1.0}, {"id": 50, "email": "p@x", "score": 2.0}]))
+    with running(jd):
+        job = jd.submit("ingest", {"tables": [table("customers", [first, second])]})
+        _, children = wait_ingest(jd, job.id)
+    child = children[0]
+    assert child.status == "succeeded", child.error
+    assert counters(child) == {"read": 40, "errors": 1, "rejected": 4, "inserted": 35,
+                               "updated": 0}
+    assert child.result["files"][0]["read"] == 38
+    assert [e.record["line"] for e in jd.errors(child.id)] == [5]
+    from jobdock.store.tables import open_tables
+
+    rows = {r["id"]: r for r in open_tables(jd.settings.database_url).rows("default",
+                                                                          "customers")}
+    assert rows[1]["email"] == "a@x" and rows[2]["email"] == "b@x"
+    assert rows[4]["email"] == "d@x" and rows[10]["email"] == "m0@x"
+    assert rows[5]["score"] is None and rows[50]["score"] == 2.0
