@@ -71,7 +71,12 @@ __all__ = ["PostgresStore"]
 Row = dict[str, Any]
 Params = Mapping[str, Any] | Sequence[Any]
 
-_Q = load_queries("postgres_queries.sql")
+_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+# The columns job_get and job_list read, in Job's field order: their rows are
+# plain tuples made into a Job positionally (no dict per row).
+JOB_COLUMNS = ", ".join(f"j.{name}" for name in _JOB_FIELDS)
+_Q = {name: query.replace("{cols}", JOB_COLUMNS)
+      for name, query in load_queries("postgres_queries.sql").items()}
 
 # How long a caller waits for a pooled connection before StoreUnavailable.
 _POOL_TIMEOUT_S = 10.0
@@ -93,7 +98,6 @@ _COPY_TYPES = [
     "text", "text", "text", "int8", "text", "text", "text", "int4", "jsonb", "jsonb",
     "text", "int4", "int4", "timestamptz", "float8", "int8", "text", "timestamptz", "timestamptz",
 ]  # fmt: skip
-_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 # One encoder for every JSON value sent (json.dumps with options builds a new one per call).
 _ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
@@ -346,48 +350,17 @@ class PostgresStore(PostgresAccess, Store):
             conn.execute(_Q["notify"], {"channel": self._channel(conn)})
 
     def job_get(self, tenant_id: str, job_id: str, now: datetime | None = None) -> Job | None:
-        row = self._one(_Q["job_get"], {"tenant_id": tenant_id, "id": job_id, "now": now})
-        return _job(row) if row else None
+        with self._conn() as conn:
+            row = conn.execute(_Q["job_get"],
+                               {"tenant_id": tenant_id, "id": job_id, "now": now}).fetchone()
+        return _job_of_tuple(row) if row else None
 
     def job_list(self, query: JobQuery, now: datetime | None = None) -> list[Job]:
         if query.page_size <= 0:
             return []
-        where: list[sql.Composable] = []
-        params: list[Any] = [now]
-
-        def add(name: str, *values: Any) -> None:
-            where.append(sql.SQL(_Q[f"job_filter_{name}"]))
-            params.extend(values)
-
-        add("tenant", query.tenant_id)
-        if query.kinds:  # an empty list filters nothing, as on SQLite
-            add("kinds", list(query.kinds))
-        if query.statuses:
-            add("statuses", [str(s) for s in query.statuses])
-        if query.parent_id is not None:
-            add("parent", query.parent_id)
-        if query.app_id is not None:
-            add("app", query.app_id)
-        if query.labels:
-            add("labels", _dumps(query.labels))
-        if query.created_at_gte is not None:
-            add("created_gte", query.created_at_gte)
-        if query.created_at_lte is not None:
-            add("created_lte", query.created_at_lte)
-        if query.finished_at_gte is not None:
-            add("finished_gte", query.finished_at_gte)
-        if query.finished_at_lte is not None:
-            add("finished_lte", query.finished_at_lte)
-        for name, value in query.stats_gte.items():
-            add("stat_gte", name, name, value)
-        for name, value in query.stats_lte.items():
-            add("stat_lte", name, name, value)
-        if query.after_id is not None:
-            add("before", query.after_id)
-        params.append(query.page_size)
-        statement = sql.SQL(_Q["job_list"]).format(where=sql.SQL(" AND ").join(where))
+        statement, params = _job_list_statement(query, now)
         with self._conn() as conn:
-            return [_job(r) for r in self._rows(conn, statement, params)]
+            return [_job_of_tuple(r) for r in conn.execute(statement, params).fetchall()]
 
     def job_attempts(self, tenant_id: str, job_id: str) -> list[Attempt]:
         with self._conn() as conn:
@@ -841,6 +814,61 @@ def _tenant(row: Row) -> Tenant:
 def _job(row: Row) -> Job:
     """A job from a `jobs` row (its columns are named as Job's fields)."""
     job = Job(**{name: row[name] for name in _JOB_FIELDS})
+    job.status = JobStatus(job.status)
+    job.stats = job.stats or {}
+    job.progress = job.progress or {}
+    job.labels = job.labels or {}
+    return job
+
+
+def _job_list_statement(query: JobQuery, now: datetime | None) -> tuple[sql.Composed, list[Any]]:
+    """job_list's statement and parameters for `query` (tests EXPLAIN it)."""
+    where: list[sql.Composable] = []
+    params: list[Any] = [now]
+
+    def add(name: str, *values: Any) -> None:
+        where.append(sql.SQL(_Q[f"job_filter_{name}"]))
+        params.extend(values)
+
+    add("tenant", query.tenant_id)
+    # An empty list filters nothing, as on SQLite; one value is sent as `=`
+    # (see job_filter_kind).
+    kinds, statuses = query.kinds or [], [str(s) for s in query.statuses or []]
+    if len(kinds) == 1:
+        add("kind", kinds[0])
+    elif kinds:
+        add("kinds", list(kinds))
+    if len(statuses) == 1:
+        add("status", statuses[0])
+    elif statuses:
+        add("statuses", statuses)
+    if query.parent_id is not None:
+        add("parent", query.parent_id)
+    if query.app_id is not None:
+        add("app", query.app_id)
+    if query.labels:
+        add("labels", _dumps(query.labels))
+    if query.created_at_gte is not None:
+        add("created_gte", query.created_at_gte)
+    if query.created_at_lte is not None:
+        add("created_lte", query.created_at_lte)
+    if query.finished_at_gte is not None:
+        add("finished_gte", query.finished_at_gte)
+    if query.finished_at_lte is not None:
+        add("finished_lte", query.finished_at_lte)
+    for name, value in query.stats_gte.items():
+        add("stat_gte", name, name, value)
+    for name, value in query.stats_lte.items():
+        add("stat_lte", name, name, value)
+    if query.after_id is not None:
+        add("before", query.after_id)
+    params.append(query.page_size)
+    return sql.SQL(_Q["job_list"]).format(where=sql.SQL(" AND ").join(where)), params
+
+
+def _job_of_tuple(row: tuple[Any, ...]) -> Job:
+    """A job from a row of JOB_COLUMNS (Job's fields, in order)."""
+    job = Job(*row)
     job.status = JobStatus(job.status)
     job.stats = job.stats or {}
     job.progress = job.progress or {}

@@ -172,26 +172,45 @@ COPY jobs (
 SELECT pg_notify(%(channel)s, '');
 
 -- name: job_get
+-- {cols} is postgres.py JOB_COLUMNS: Job's fields in order, read as tuples.
 WITH clock AS (SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now)
-SELECT j.*
+SELECT {cols}
 FROM jobs j, clock
 WHERE j.tenant_id = %(tenant_id)s AND j.id = %(id)s
   AND (j.expires_at IS NULL OR j.expires_at > clock.now);
 
 -- name: job_list
 -- {where} is a conjunction of the job_filter_* blocks below; parameters are positional.
+-- The page's ids are chosen first, then their rows are read: the inner query
+-- needs only (tenant_id, kind, status, id, expires_at), so with a kind and a
+-- status it is an index-only scan of jobs_kind_status in id order, stopping
+-- after one page. Asked for whole rows, the planner may instead walk the
+-- primary key backwards and filter, which in a queue (the newest jobs are the
+-- unfinished backlog) reads tens of thousands of rows for the first page.
 WITH clock AS (SELECT COALESCE(%s::timestamptz, clock_timestamp()) AS now)
-SELECT j.*
-FROM jobs j, clock
-WHERE (j.expires_at IS NULL OR j.expires_at > clock.now) AND {where}
-ORDER BY j.id DESC
-LIMIT %s;
+SELECT {cols}
+FROM jobs j
+WHERE j.id IN (
+    SELECT j.id
+    FROM jobs j, clock
+    WHERE (j.expires_at IS NULL OR j.expires_at > clock.now) AND {where}
+    ORDER BY j.id DESC
+    LIMIT %s)
+ORDER BY j.id DESC;
 
 -- name: job_filter_tenant
 j.tenant_id = %s
 
+-- name: job_filter_kind
+-- One value is sent as `=`: PostgreSQL reads an index in order through `=`,
+-- not through `= ANY(array)`, and a page needs that order.
+j.kind = %s
+
 -- name: job_filter_kinds
 j.kind = ANY(%s::text[])
+
+-- name: job_filter_status
+j.status = %s
 
 -- name: job_filter_statuses
 j.status = ANY(%s::text[])
