@@ -47,6 +47,8 @@ from jobdock.api.schemas import (
     KindOut,
     ResolveIn,
     SubmitIn,
+    job_page_response,
+    job_response,
 )
 from jobdock.engine import MAX_PAGE_SIZE, Engine, SubmitRequest
 from jobdock.model import Job, JobQuery
@@ -200,7 +202,7 @@ _LIST_DOC = [{"name": p.name, "in": "query", "required": False, "schema": p.sche
 
 @router.get("/jobs", response_model=JobPage, tags=["jobs"], responses=problem_responses(400),
             openapi_extra={"parameters": _LIST_DOC})
-def list_jobs(request: Request, principal: Reader, engine: EngineDep) -> JobPage:
+def list_jobs(request: Request, principal: Reader, engine: EngineDep) -> Response:
     """Jobs, newest first. Besides the parameters below: `label.<name>=value` (any number)
     and `stats.<name>_gte` / `stats.<name>_lte` (integers). An unknown parameter is a 400."""
     query, signed = job_query(principal.tenant_id, request.query_params.multi_items(),
@@ -209,11 +211,10 @@ def list_jobs(request: Request, principal: Reader, engine: EngineDep) -> JobPage
     token = tokens.open(signed)
     if principal.app_id is not None:
         if query.app_id not in (None, principal.app_id):
-            return JobPage(items=[], next_page_token=None)  # no other app's job is visible
+            return job_page_response([], None)  # no other app's job is visible
         query.app_id = principal.app_id
     page = engine.list_jobs(query, token)
-    return JobPage(items=[JobOut.of(j) for j in page.items],
-                   next_page_token=tokens.sign(page.next_page_token))
+    return job_page_response(page.items, tokens.sign(page.next_page_token))
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, tags=["jobs"], responses=_READ)
@@ -222,7 +223,7 @@ async def get_job(
     wait: Annotated[float | None, Query(
         gt=0, le=MAX_WAIT_S, description="wait up to this many seconds for the job to"
         " finish; answers as soon as it is terminal")] = None,
-) -> JobOut:
+) -> Response:
     """One job; with `wait`, a long-poll that returns when it is terminal or time is up."""
     job = await run_in_threadpool(visible_job, engine, principal, job_id)
     if wait is not None:
@@ -232,7 +233,7 @@ async def get_job(
             if await request.is_disconnected():
                 break
             job = await run_in_threadpool(visible_job, engine, principal, job_id)
-    return JobOut.of(job)
+    return job_response(job)
 
 
 @router.get("/jobs/{job_id}/events", response_class=EventStream, tags=["jobs"],
@@ -275,15 +276,14 @@ async def _events(engine: Engine, principal: Principal, job: Job) -> AsyncIterat
 @router.get("/jobs/{job_id}/children", response_model=JobPage, tags=["jobs"],
             responses=_READ)
 def job_children(job_id: str, request: Request, principal: Reader, engine: EngineDep,
-                 page_size: PageSize = 100, page_token: PageToken = None) -> JobPage:
+                 page_size: PageSize = 100, page_token: PageToken = None) -> Response:
     """The job's child jobs, newest first."""
     visible_job(engine, principal, job_id)
     tokens = _tokens(request)
     query = JobQuery(tenant_id=principal.tenant_id, parent_id=job_id, app_id=principal.app_id,
                      page_size=_page_size(page_size, engine))
     page = engine.list_jobs(query, tokens.open(page_token))
-    return JobPage(items=[JobOut.of(j) for j in page.items],
-                   next_page_token=tokens.sign(page.next_page_token))
+    return job_page_response(page.items, tokens.sign(page.next_page_token))
 
 
 # -- act ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from fastapi import Response
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -22,6 +23,7 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
+from pydantic_core import to_json
 
 from jobdock.engine import KindSpec
 from jobdock.model import Job, JobErrorRecord, JobStatus
@@ -39,6 +41,9 @@ __all__ = [
     "Problem",
     "ResolveIn",
     "SubmitIn",
+    "job_json",
+    "job_page_response",
+    "job_response",
     "rfc3339",
 ]
 
@@ -53,6 +58,14 @@ _TEN_YEARS_S = 10 * 366 * 86_400
 def rfc3339(value: datetime) -> str:
     """`value` in UTC, as RFC 3339 with microseconds and a `Z`."""
     return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _utc_text(value: datetime | None) -> str | None:
+    """rfc3339(value), skipping the conversion for a time in UTC already (stored ones are)."""
+    if value is None:
+        return None
+    text = value.isoformat(timespec="microseconds")
+    return text[:-6] + "Z" if text.endswith("+00:00") else rfc3339(value)
 
 
 Time = Annotated[
@@ -179,6 +192,36 @@ class JobOut(BaseModel):
             retention_s=job.retention_s, idempotency_key=job.idempotency_key,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
             updated_at=job.updated_at, expires_at=job.expires_at)
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """`JobOut.of(job)` as JSON values, built without a model: the GET and list routes
+    answer with it (tests check both give the same bytes), as a model per job and
+    FastAPI's validation of the answer were a third of a list page's time."""
+    return {
+        "id": job.id, "tenant_id": job.tenant_id, "app_id": job.app_id, "seq": job.seq,
+        "kind": job.kind, "name": job.name, "status": str(job.status), "priority": job.priority,
+        "input": job.input, "result": job.result, "error": job.error, "stats": job.stats,
+        "progress": job.progress, "labels": job.labels, "parent_id": job.parent_id,
+        "attempt": job.attempt, "max_attempts": job.max_attempts,
+        "run_at": _utc_text(job.run_at),
+        "timeout_s": None if job.timeout_s is None else float(job.timeout_s),
+        "retention_s": job.retention_s, "idempotency_key": job.idempotency_key,
+        "created_at": _utc_text(job.created_at), "started_at": _utc_text(job.started_at),
+        "finished_at": _utc_text(job.finished_at), "updated_at": _utc_text(job.updated_at),
+        "expires_at": _utc_text(job.expires_at),
+    }
+
+
+def job_response(job: Job) -> Response:
+    """A JobOut answer, encoded once (pydantic's encoder, as FastAPI's would be)."""
+    return Response(to_json(job_json(job)), media_type="application/json")
+
+
+def job_page_response(jobs: list[Job], next_page_token: str | None) -> Response:
+    """A JobPage answer, encoded once."""
+    page = {"items": [job_json(j) for j in jobs], "next_page_token": next_page_token}
+    return Response(to_json(page), media_type="application/json")
 
 
 class JobPage(BaseModel):

@@ -1,0 +1,125 @@
+"""The read routes' answers (GET /v1/jobs/{id}, list pages) are built without a model
+per job: they must be the bytes the models gave, and the list must read its index."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import BaseModel
+from pydantic_core import to_json
+
+from jobdock import App, JobContext
+from jobdock.access import Access
+from jobdock.api.schemas import JobOut, JobPage, job_json
+from jobdock.model import Job, JobQuery, JobStatus
+from jobdock.store import postgres, sqlite
+from tests.api.conftest import MakeKey, bearer
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+class AnyInput(BaseModel):
+    text: str = ""
+    ratio: float = 0.0
+
+
+def register(jd: App) -> None:
+    @jd.job("k1", max_attempts=1)
+    def k1(ctx: JobContext, input: AnyInput) -> None:
+        """Does nothing."""
+
+
+def model_bytes(job: Job) -> bytes:
+    return JobOut.of(job).model_dump_json().encode()
+
+
+@pytest.mark.parametrize("job", [
+    Job(id="0" * 24, tenant_id="t", kind="k", status=JobStatus.QUEUED, input={}),
+    Job(id="a" * 24, tenant_id="t", kind="k", status=JobStatus.FAILED, seq=7, app_id="app",
+        name="naïve ✓ \u2028 \"quoted\"", priority=-3,
+        input={"n": 1e-7, "big": 10**20, "f": 0.1 + 0.2, "nested": [{"a": None}, True]},
+        result=[1, "two", 3.0], error={"code": "boom", "message": "ünïcode"},
+        stats={"read": 3, "errors": 1}, progress={"done": 1, "total": 3, "message": "x"},
+        labels={"team": "a/b"}, parent_id="b" * 24, attempt=2, max_attempts=3,
+        run_at=T0, timeout_s=30, retention_s=86_400, idempotency_key="key-1",
+        created_at=T0, started_at=T0 + timedelta(microseconds=1),
+        finished_at=T0.astimezone(timezone(timedelta(hours=-5))),  # another offset
+        updated_at=T0 + timedelta(seconds=1, microseconds=999_999), expires_at=T0,
+        lease_expires_at=T0, worker_id="w"),
+], ids=["bare", "every-field"])
+def test_job_json_is_what_the_model_gave(job: Job) -> None:
+    assert to_json(job_json(job)) == model_bytes(job)
+    page = JobPage(items=[JobOut.of(job)] * 2, next_page_token="tok")
+    assert to_json({"items": [job_json(job)] * 2, "next_page_token": "tok"}) == \
+        page.model_dump_json().encode()
+
+
+def test_get_and_list_answer_the_models_bytes(jd: App, client: TestClient,
+                                              make_key: MakeKey) -> None:
+    register(jd)
+    headers = bearer(make_key(scopes=("jobs:read", "jobs:write")))
+    ids = []
+    for n in range(3):
+        answer = client.post("/v1/jobs", headers=headers, json={
+            "kind": "k1", "input": {"text": f"é{n}", "ratio": n / 3}, "labels": {"n": str(n)},
+            "timeout_s": 30, "name": "ünï"})
+        assert answer.status_code == 201
+        ids.append(answer.json()["id"])
+
+    for job_id in ids:
+        got = client.get(f"/v1/jobs/{job_id}", headers=headers)
+        assert got.status_code == 200
+        assert got.headers["content-type"] == "application/json"
+        assert got.content == model_bytes(jd.get(job_id))
+
+    listed = client.get("/v1/jobs?kind=k1&status=queued&page_size=2", headers=headers)
+    assert listed.status_code == 200
+    token = listed.json()["next_page_token"]
+    expected = JobPage(items=[JobOut.of(jd.get(i)) for i in reversed(ids[1:])],
+                       next_page_token=token)
+    assert listed.content == expected.model_dump_json().encode()
+    last = client.get(f"/v1/jobs?kind=k1&status=queued&page_size=2&page_token={token}",
+                      headers=headers)
+    assert last.json() == {"items": [JobOut.of(jd.get(ids[0])).model_dump(mode="json")],
+                           "next_page_token": None}
+
+
+def test_an_app_key_asking_for_another_app_gets_an_empty_page(
+        jd: App, client: TestClient, make_key: MakeKey) -> None:
+    make_key()  # makes the tenant
+    app_record = Access(jd.engine.store).create_app("default", "one")
+    answer = client.get("/v1/jobs?app_id=someone-else",
+                        headers=bearer(make_key(app_id=app_record.id)))
+    assert answer.status_code == 200
+    assert answer.content == b'{"items":[],"next_page_token":null}'
+
+
+# -- the list reads jobs_kind_status ----------------------------------------------------
+def _filtered(tenant: str = "default") -> JobQuery:
+    return JobQuery(tenant_id=tenant, kinds=["k1"], statuses=[JobStatus.SUCCEEDED],
+                    page_size=101, after_id="f" * 24)
+
+
+def test_a_kind_and_status_list_reads_its_index(jd: App, database_url: str) -> None:
+    """The page's ids come from jobs_kind_status in id order, not from a walk of every
+    job of the tenant (which, in a queue, is the whole unfinished backlog first)."""
+    register(jd)
+    jd.submit_many([("k1", {"text": str(n)}) for n in range(2_000)])
+    if database_url.startswith("sqlite"):
+        statement, params = sqlite._job_list_statement(_filtered(), T0.timestamp())
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
+            plan = str(conn.execute(f"EXPLAIN QUERY PLAN {statement}", params).fetchall())
+        assert "USING INDEX jobs_kind_status" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan  # no sort: the index gives the order
+        return
+    composed, values = postgres._job_list_statement(_filtered(), T0)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ANALYZE jobs")
+        rows = conn.execute(b"EXPLAIN " + composed.as_bytes(conn), values).fetchall()
+    plan = "\n".join(str(row[0]) for row in rows)
+    assert "Backward using jobs_kind_status" in plan, plan
+    assert "Seq Scan" not in plan, plan
