@@ -7,6 +7,14 @@ whole key only a SHA-256 hash is stored, compared in constant time.
 The `default` tenant is the operator's: an `admin` key of it administers every
 tenant; an `admin` key of another tenant administers that tenant's apps and
 keys only.
+
+Key records found by `authenticate` are kept in memory for `key_cache_s`
+seconds (setting `JOBDOCK_KEY_CACHE_S`, 5 by default; 0 turns the cache off),
+keyed by the SHA-256 of the presented key, so a busy API does not read the key
+from the database on every request. Expiry is still checked against the clock
+on every request, and a key revoked through this `Access` is dropped at once;
+a key revoked elsewhere (another API process, `jobdock keys revoke`) stops
+working within `key_cache_s`.
 """
 
 from __future__ import annotations
@@ -15,6 +23,9 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +38,10 @@ OPERATOR_TENANT = "default"
 DEFAULT_SCOPES = ("jobs:read", "jobs:write", "jobs:delete")
 _KEY = re.compile(r"^(jdk_[0-9a-f]{12})_([0-9a-f]{48})$")
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
+KEY_CACHE_S = 5.0
+# Past this many cached keys the cache starts again empty: a bound on memory
+# that a real deployment (a few keys per tenant) never reaches.
+_KEY_CACHE_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +73,15 @@ class Principal:
 
 
 class Access:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, key_cache_s: float = KEY_CACHE_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
+        self.key_cache_s = key_cache_s
+        self._clock = clock
+        # SHA-256 of a presented key -> (when it was read, its record). Only keys whose
+        # hash matched are kept, so unknown keys cannot fill it.
+        self._keys: dict[str, tuple[float, ApiKey]] = {}
+        self._keys_lock = threading.Lock()
 
     # -- apps --------------------------------------------------------------
     def create_app(self, tenant_id: str, name: str) -> AppRecord:
@@ -108,6 +130,8 @@ class Access:
             raise errors.NotFound(f"API key {key_id!r} not found", key_id=key_id)
         revoked = self.store.key_revoke(key_id, now)
         assert revoked is not None
+        with self._keys_lock:
+            self._keys = {h: entry for h, entry in self._keys.items() if entry[1].id != key_id}
         return revoked
 
     # -- authentication ----------------------------------------------------
@@ -116,17 +140,47 @@ class Access:
         if not presented:
             raise errors.Unauthenticated(
                 "an API key is required: send 'Authorization: Bearer <key>'")
-        match = _KEY.match(presented.strip())
-        record = self.store.key_by_prefix(match.group(1)) if match else None
-        if record is None or not hmac.compare_digest(record.secret_hash,
-                                                     _hash(presented.strip())):
-            raise errors.Unauthenticated("the API key is not valid")
-        moment = now or datetime.now(UTC)
-        if record.revoked_at is not None:
-            raise errors.Unauthenticated("the API key has been revoked")
-        if record.expires_at is not None and record.expires_at <= moment:
-            raise errors.Unauthenticated("the API key has expired")
-        return Principal(record.id, record.tenant_id, record.app_id, frozenset(record.scopes))
+        hashed = _hash(presented.strip())
+        record = self._cached(hashed)
+        if record is None:
+            match = _KEY.match(presented.strip())
+            record = self.store.key_by_prefix(match.group(1)) if match else None
+            if record is None or not hmac.compare_digest(record.secret_hash, hashed):
+                raise errors.Unauthenticated("the API key is not valid")
+            self._remember(hashed, record)
+        return _principal(record, now)
+
+    def cached_principal(self, presented: str, now: datetime | None = None) -> Principal | None:
+        """The principal of a key found in the cache, without reading the store (so it can
+        be called on the event loop); None when the key is not cached. A cached key
+        that has expired or been revoked raises Unauthenticated, as `authenticate` would."""
+        record = self._cached(_hash(presented.strip()))
+        return None if record is None else _principal(record, now)
+
+    def _cached(self, hashed: str) -> ApiKey | None:
+        # A dict lookup by hash is not constant-time, but what it could leak is
+        # about the hash of the presented key, not about a stored secret.
+        entry = self._keys.get(hashed)
+        if entry is None or self._clock() - entry[0] >= self.key_cache_s:
+            return None
+        return entry[1]
+
+    def _remember(self, hashed: str, record: ApiKey) -> None:
+        if self.key_cache_s <= 0:
+            return
+        with self._keys_lock:
+            if len(self._keys) >= _KEY_CACHE_MAX:
+                self._keys = {}
+            self._keys[hashed] = (self._clock(), record)
+
+
+def _principal(record: ApiKey, now: datetime | None) -> Principal:
+    """The principal of a key whose secret matched; Unauthenticated unless valid at `now`."""
+    if record.revoked_at is not None:
+        raise errors.Unauthenticated("the API key has been revoked")
+    if record.expires_at is not None and record.expires_at <= (now or datetime.now(UTC)):
+        raise errors.Unauthenticated("the API key has expired")
+    return Principal(record.id, record.tenant_id, record.app_id, frozenset(record.scopes))
 
 
 def _hash(presented: str) -> str:

@@ -71,5 +71,8 @@ class Settings(BaseModel):
                             " (e.g. 100/second; several separated by ';')")
     rate_limit_url: str | None = Field(None, description="redis://host:port for rate limits"
                                        " shared by several API processes; memory when unset")
+    key_cache_s: float = Field(5.0, ge=0, le=300, description="how long the API keeps a key"
+                               " it has read in memory: a key revoked by another process"
+                               " stops working within this time; 0: read it every request")
     data_dir: str = Field(".jobdock", description="where the embedded default keeps its"
                           " secret key")

@@ -45,7 +45,7 @@ def create_api(app: App | None = None, workers: int = 0) -> FastAPI:
     api = FastAPI(title="jobdock", version="0.1.0", lifespan=lifespan,
                   description="Durable asynchronous jobs that people can watch.")
     api.state.jobdock = the_app
-    api.state.access = Access(the_app.engine.store)
+    api.state.access = Access(the_app.engine.store, key_cache_s=the_app.settings.key_cache_s)
     api.state.secret = resolve_secret(the_app.settings.secret_key,
                                       Path(the_app.settings.data_dir) / "secret.key")
     problems.install(api)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from jobdock.access import Access, Principal
 from jobdock.app import App
@@ -19,6 +20,11 @@ def get_app(request: Request) -> App:
 
 
 def get_engine(request: Request) -> Engine:
+    return get_app(request).engine
+
+
+async def engine_dependency(request: Request) -> Engine:
+    # async: FastAPI runs a sync dependency in the thread pool, a hop for nothing here.
     return get_app(request).engine
 
 
@@ -36,20 +42,21 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-def get_principal(request: Request) -> Principal:
-    """The caller; 401 without a valid key. Cached on the request."""
+async def get_principal(request: Request) -> Principal:
+    """The caller; 401 without a valid key. Cached on the request (the rate limiter
+    has usually authenticated it already); the store is read in the thread pool."""
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is None:
-        cached = get_access(request).authenticate(bearer_token(request))
+        cached = await run_in_threadpool(get_access(request).authenticate, bearer_token(request))
         request.state.principal = cached
     return cached
 
 
-def scope(name: str) -> Callable[[Request], Principal]:
+def scope(name: str) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency: the caller, who must hold scope `name` (403 otherwise)."""
 
-    def require(request: Request) -> Principal:
-        principal = get_principal(request)
+    async def require(request: Request) -> Principal:
+        principal = await get_principal(request)
         principal.require(name)
         return principal
 
@@ -63,7 +70,7 @@ def visible_job(engine: Engine, principal: Principal, job_id: str) -> Job:
     return engine.get(principal.tenant_id, job_id, app_id=principal.app_id)
 
 
-EngineDep = Annotated[Engine, Depends(get_engine)]
+EngineDep = Annotated[Engine, Depends(engine_dependency)]
 AccessDep = Annotated[Access, Depends(get_access)]
 Reader = Annotated[Principal, Depends(scope("jobs:read"))]
 Writer = Annotated[Principal, Depends(scope("jobs:write"))]
