@@ -45,6 +45,10 @@ def test_unfinished_or_failed_load_keeps_nothing(tables: Tables) -> None:
         load.stage([ROW])
         raise RuntimeError("stop")
     assert tables.describe("default", "t") is None
+    with pytest.raises(RuntimeError), tables.load("default", "t", COLUMNS, ["id"]) as load:
+        load.stage_arrow(_arrow([ROW], COLUMNS))  # a COPY still open on PostgreSQL
+        raise RuntimeError("stop")
+    assert tables.describe("default", "t") is None
 
 
 def test_new_columns_are_added_and_changed_types_refused(tables: Tables) -> None:

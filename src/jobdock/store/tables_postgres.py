@@ -8,23 +8,28 @@ A load holds one connection and one transaction: `stage` COPYs rows into a
 TEMP table (ON COMMIT DROP); `stage_arrow` COPYs an Arrow batch written as CSV
 by Arrow. `finish` takes a transaction-scoped advisory lock on the tenant's
 schema (so that two loads never race to create the schema, a table or a
-column), makes the table and applies the first staged row of each key in one
-statement, then commits.
+column), makes the table and applies the staged rows in one statement, then
+commits.
 
-The first staged row of a key is the one with the lowest `ctid`: the staging
-table only ever has rows appended by COPY in this transaction (no update, no
-delete), so its physical order is the order of staging.
+Repeated keys are rare, so `finish` does not look for them first: it applies
+the staged rows under a savepoint, and only when the database refuses a
+repeated key (the new table's primary key, or an upsert that would rewrite a
+row twice) applies again the first staged row of each key: the one with the
+lowest `ctid`, as the staging table only ever has rows appended by COPY in
+this transaction (no update, no delete), so its physical order is the order
+of staging.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import psycopg
-from psycopg import sql
+import psycopg.errors
+from psycopg import Copy, sql
 
 from jobdock.errors import StoreError, StoreUnavailable
 from jobdock.store.tables import Load, Row, Tables, conflicts, validate
@@ -34,8 +39,8 @@ SQL_TYPES = {"int": "bigint", "float": "double precision", "str": "text", "bool"
 _FROM_SQL = {v: k for k, v in SQL_TYPES.items()}
 _MAX_IDENTIFIER = 63
 _CONNECT_TIMEOUT_S = 5
-# Memory for the sorts of `finish` (distinct keys, first row per key), so that a load of
-# a few million rows sorts in memory rather than in temporary files.
+# Memory for the sorts of `finish` (the key's index, first row per key), so that a load
+# of a few million rows sorts in memory rather than in temporary files.
 _FINISH_WORK_MEM = "128MB"
 
 _COLUMNS = ("SELECT column_name, data_type FROM information_schema.columns"
@@ -113,8 +118,13 @@ class PostgresTables(Tables):
                     sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c),
                                                                sql.SQL(SQL_TYPES[t]))
                                        for c, t in columns.items())))
-            yield _PostgresLoad(conn, self.schema(conn, tenant), table, dict(columns),
-                                list(primary_key))
+            load = _PostgresLoad(conn, self.schema(conn, tenant), table, dict(columns),
+                                 list(primary_key))
+            try:
+                yield load
+            except BaseException as exc:
+                load.abandon(exc)
+                raise
         finally:
             with _translated():
                 conn.rollback()  # nothing when finish() committed
@@ -155,8 +165,12 @@ class _PostgresLoad(Load):
         self._key = primary_key
         self._staged = 0
         self.rejected = 0
+        # The COPY of Arrow batches, left open from one batch to the next: the server
+        # stores a batch while the caller reads the next one, instead of each waiting.
+        self._open: tuple[ExitStack, Copy] | None = None
 
     def stage(self, rows: Iterable[Row]) -> int:
+        self._end_copy()
         staged = 0
         names = sql.SQL(", ").join(map(sql.Identifier, self._columns))
         with _translated(), self._conn.cursor() as cur, cur.copy(
@@ -175,18 +189,39 @@ class _PostgresLoad(Load):
         # (so an empty text stays empty), dates and times in ISO form, floats exactly.
         out = pa.BufferOutputStream()
         pacsv.write_csv(batch, out, pacsv.WriteOptions(include_header=False))
-        names = sql.SQL(", ").join(map(sql.Identifier, self._columns))
-        with _translated(), self._conn.cursor() as cur, cur.copy(
-                sql.SQL("COPY stage ({}) FROM STDIN (FORMAT csv)").format(names)) as copy:
-            copy.write(memoryview(out.getvalue()))
+        with _translated():
+            self._csv_copy().write(memoryview(out.getvalue()))
         self._staged += batch.num_rows
         return int(batch.num_rows)
 
+    def _csv_copy(self) -> Copy:
+        if self._open is None:
+            names = sql.SQL(", ").join(map(sql.Identifier, self._columns))
+            stack = ExitStack()
+            cur = stack.enter_context(self._conn.cursor())
+            copy = stack.enter_context(cur.copy(
+                sql.SQL("COPY stage ({}) FROM STDIN (FORMAT csv)").format(names)))
+            self._open = (stack, copy)
+        return self._open[1]
+
+    def _end_copy(self, error: BaseException | None = None) -> None:
+        """End the open COPY: complete it, or abort it with `error`."""
+        if self._open is None:
+            return
+        stack, self._open = self._open[0], None
+        with _translated():
+            if error is None:
+                stack.close()
+            else:
+                stack.__exit__(type(error), error, error.__traceback__)
+
+    def abandon(self, error: BaseException) -> None:
+        self._end_copy(error)
+
     def finish(self) -> tuple[int, int]:
+        self._end_copy()
         conn, columns, key = self._conn, self._columns, self._key
         schema, target = sql.Identifier(self._schema), sql.Identifier(self._schema, self._table)
-        names = sql.SQL(", ").join(map(sql.Identifier, columns))
-        keys = sql.SQL(", ").join(map(sql.Identifier, key))
         with _translated():
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                          (f"jobdock.data.{self._schema}",))
@@ -194,60 +229,71 @@ class _PostgresLoad(Load):
             existing, existing_key = PostgresTables._describe(conn, self._schema, self._table)
             conn.execute(sql.SQL("SET LOCAL work_mem = {}").format(
                 sql.Literal(_FINISH_WORK_MEM)))
-            distinct = self._distinct_keys()
-            self.rejected = self._staged - distinct
-            source: sql.Composable = sql.SQL("stage")
-            if self.rejected:
-                source = sql.SQL("(SELECT DISTINCT ON ({0}) {1} FROM stage"
-                                 " ORDER BY {0}, ctid) AS first").format(keys, names)
             if existing:
                 conflicts(self._table, existing, existing_key, columns, key)
                 for name, kind in columns.items():
                     if name not in existing:
                         conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
                             target, sql.Identifier(name), sql.SQL(SQL_TYPES[kind])))
-                inserted = self._upsert(target, names, keys, source)
+                inserted, distinct = self._first_rows(self._upsert, target)
             else:
-                # A new table: every distinct key is inserted. The key's index is built
-                # once, sorted, after the rows are in, rather than row by row.
-                conn.execute(sql.SQL("CREATE TABLE {} ({})").format(
-                    target,
-                    sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c),
-                                                               sql.SQL(SQL_TYPES[t]))
-                                       for c, t in columns.items())))
-                conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
-                    target, names, names, source))
-                conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
-                    target, keys))
-                inserted = distinct
+                inserted, distinct = self._first_rows(self._create, target)
             conn.commit()
+        self.rejected = self._staged - distinct
         return inserted, distinct - inserted
 
-    def _distinct_keys(self) -> int:
-        if not self._staged:
-            return 0
+    def _first_rows(self, write: Callable[[sql.Composable, sql.Composable], tuple[int, int]],
+                    target: sql.Composable) -> tuple[int, int]:
+        """`write` the staged rows into `target` on the hope that no key repeats (the usual
+        case, with no sort to find repeats); when the database says a key does, again with
+        the first staged row of each key only. (inserted, distinct keys) from `write`."""
+        names = sql.SQL(", ").join(map(sql.Identifier, self._columns))
         keys = sql.SQL(", ").join(map(sql.Identifier, self._key))
-        row = self._conn.execute(sql.SQL("SELECT count(*) FROM (SELECT DISTINCT {} FROM stage)"
-                                         " AS keys").format(keys)).fetchone()
-        assert row is not None
-        return int(row[0])
+        try:
+            with self._conn.transaction():  # a savepoint
+                return write(target, sql.SQL("stage"))
+        except (psycopg.errors.UniqueViolation, psycopg.errors.CardinalityViolation):
+            pass
+        return write(target, sql.SQL("(SELECT DISTINCT ON ({0}) {1} FROM stage"
+                                     " ORDER BY {0}, ctid) AS first").format(keys, names))
 
-    def _upsert(self, target: sql.Composable, names: sql.Composable, keys: sql.Composable,
-                source: sql.Composable) -> int:
-        """Insert or rewrite the rows of `source` (distinct keys); return how many were new.
-        A new row's `xmax` is 0; a row rewritten by ON CONFLICT has this transaction's."""
+    def _create(self, target: sql.Composable, source: sql.Composable) -> tuple[int, int]:
+        """A new table: every row of `source` is new. The key's index is built once, sorted,
+        after the rows are in (rather than row by row); it fails on a repeated key."""
+        names = sql.SQL(", ").join(map(sql.Identifier, self._columns))
+        self._conn.execute(sql.SQL("CREATE TABLE {} ({})").format(
+            target, sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c),
+                                                               sql.SQL(SQL_TYPES[t]))
+                                       for c, t in self._columns.items())))
+        cur = self._conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+            target, names, names, source))
+        self._conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+            target, sql.SQL(", ").join(map(sql.Identifier, self._key))))
+        return cur.rowcount, cur.rowcount
+
+    def _upsert(self, target: sql.Composable, source: sql.Composable) -> tuple[int, int]:
+        """Insert or rewrite the rows of `source`: (new rows, rows written). A new row's
+        `xmax` is 0; a row rewritten by ON CONFLICT has this transaction's. A key repeated
+        in `source` fails the statement (a row cannot be rewritten twice)."""
+        names = sql.SQL(", ").join(map(sql.Identifier, self._columns))
+        keys = sql.SQL(", ").join(map(sql.Identifier, self._key))
         others = [c for c in self._columns if c not in self._key]
         if not others:
+            # DO NOTHING would not fail on a repeated key: count the distinct keys.
+            row = self._conn.execute(sql.SQL(
+                "SELECT count(*) FROM (SELECT DISTINCT {} FROM {}) AS k").format(
+                keys, source)).fetchone()
+            assert row is not None
             cur = self._conn.execute(sql.SQL(
                 "INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO NOTHING").format(
                 target, names, names, source, keys))
-            return max(cur.rowcount, 0)
+            return max(cur.rowcount, 0), int(row[0])
         action = sql.SQL(", ").join(
             sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in others)
         row = self._conn.execute(sql.SQL(
             "WITH written AS (INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({})"
             " DO UPDATE SET {} RETURNING xmax = 0 AS new)"
-            " SELECT count(*) FILTER (WHERE new) FROM written").format(
+            " SELECT count(*) FILTER (WHERE new), count(*) FROM written").format(
             target, names, names, source, keys, action)).fetchone()
         assert row is not None
-        return int(row[0])
+        return int(row[0]), int(row[1])
