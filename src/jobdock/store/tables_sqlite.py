@@ -245,7 +245,10 @@ class _SQLiteLoad(Load):
                 conn.execute(f"CREATE TABLE main.{table} ("
                              + ", ".join(f"{_q(c)} {SQL_TYPES[t]}" for c, t in columns.items())
                              + f", PRIMARY KEY ({', '.join(map(_q, key))}))")
-                conn.execute(f"INSERT INTO main.{table} ({names}) SELECT {names} FROM temp.stage")
+                # `SELECT *` from a table of the same columns and key, into an empty one:
+                # SQLite copies the records as they are (its transfer optimisation) rather
+                # than decoding and encoding every value.
+                conn.execute(f"INSERT INTO main.{table} SELECT * FROM temp.stage")
                 updated = 0
             conn.execute("COMMIT")
         return total - updated, updated
