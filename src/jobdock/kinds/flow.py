@@ -50,7 +50,7 @@ import jobdock.errors as errors
 from jobdock.blobs import blob_key
 from jobdock.engine import SubmitRequest
 from jobdock.ids import new_id
-from jobdock.kinds.ingest import ColumnType, RowChecker
+from jobdock.kinds.ingest import ColumnType, RowChecker, typed_batch
 from jobdock.kinds.readers import UnreadableFile, read_records
 from jobdock.store.tables import NAME, open_tables
 from jobdock.worker.context import JobContext
@@ -288,25 +288,23 @@ def flow_import(ctx: JobContext, input: FlowImportInput) -> dict[str, Any]:
         tables.check(tenant, spec.table, columns, spec.primary_key)  # fail early
         mapper = Mapper(spec)
         done = 0
-        key_of = mapper.checker.key_of
         for page in _import_pages(ctx, input):
             ctx.raise_if_cancelled()  # between pages only: a page is written whole or not
-            rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-            success = failed = ignored = 0
-            for record in page:
-                if mapper.ignore_if and mapper.ignored(record):
-                    ignored += 1
-                    continue
-                row, problem = mapper.check(record)
-                if problem is not None or row is None:
-                    failed += 1
-                    _record_error(ctx, record, mapper.mapped(record), problem or ("", "", ""))
-                    continue
-                rows[key_of(row)] = row
-                success += 1
-            if rows:
+            records = ([r for r in page if not mapper.ignored(r)] if mapper.ignore_if
+                       else page)
+            ignored = len(page) - len(records)
+            batch = mapper.typed_page(records)
+            if batch is not None:
+                rows: dict[Any, tuple[Any, ...]] = {}
+                success, failed = len(records), 0
+            else:  # some record fails: each is checked alone, for its exact error
+                rows, success, failed = _checked_rows(ctx, mapper, records)
+            if rows or (batch is not None and batch.num_rows):
                 with tables.load(tenant, spec.table, columns, spec.primary_key) as load:
-                    load.stage(rows.values())
+                    if batch is not None:
+                        load.stage_arrow(batch)
+                    else:
+                        load.stage(rows.values())
                     load.finish()
             done += len(page)
             ctx.count(success=success, errors=failed, ignored=ignored, pages=1)
@@ -316,6 +314,23 @@ def flow_import(ctx: JobContext, input: FlowImportInput) -> dict[str, Any]:
     stats = ctx.stats
     return {"table": spec.table, **{k: stats.get(k, 0)
                                     for k in ("success", "errors", "ignored", "pages")}}
+
+
+def _checked_rows(ctx: JobContext, mapper: Mapper, records: list[Any]) -> tuple[
+        dict[Any, tuple[Any, ...]], int, int]:
+    """The rows of a page's good records by key (the last of a key wins), and the numbers
+    of good and failing records; each failing one becomes an error record."""
+    rows: dict[Any, tuple[Any, ...]] = {}
+    key_of = mapper.checker.key_of
+    failed = 0
+    for record in records:
+        row, problem = mapper.check(record)
+        if problem is not None or row is None:
+            failed += 1
+            _record_error(ctx, record, mapper.mapped(record), problem or ("", "", ""))
+            continue
+        rows[key_of(row)] = row
+    return rows, len(records) - failed, failed
 
 
 def _import_pages(ctx: JobContext, input: FlowImportInput) -> Iterator[list[Any]]:
@@ -404,6 +419,42 @@ class Mapper:
             bad, reason, code = problem
             return None, (bad or "", reason, code)
         return row, None
+
+
+    def typed_page(self, records: list[dict[str, Any]]) -> Any | None:
+        """The page as an Arrow batch of the table's columns, typed at once by the ingest
+        kind's `typed_batch`, when every record passes and converts as `check` would
+        convert it; else None, and the page is checked record by record."""
+        import pyarrow as pa
+
+        if not self.plain:
+            return None
+        arrays = []
+        for column in self.sources:
+            values = [record.get(self.sources[column]) for record in records]
+            if column in self.required and any(v is None or v == "" for v in values):
+                return None
+            # Arrow would make one type of mixed values (ints among floats as floats):
+            # only a column of one Python type is typed at once.
+            if len({type(v) for v in values if v is not None}) > 1:
+                return None
+            try:
+                arrays.append(pa.array(values))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                return None
+        batch = typed_batch(pa.RecordBatch.from_arrays(arrays, names=list(self.sources)),
+                            self.checker)
+        return None if batch is None else _last_of_each_key(batch, self.checker.key_positions)
+
+
+def _last_of_each_key(batch: Any, key_positions: list[int]) -> Any:
+    """The batch without the rows whose key a later row repeats (the last one wins)."""
+    keys = [batch.column(i).to_pylist() for i in key_positions]
+    last = {key: i for i, key in enumerate(
+        keys[0] if len(keys) == 1 else zip(*keys, strict=True))}
+    if len(last) == batch.num_rows:
+        return batch
+    return batch.take(sorted(last.values()))
 
 
 def _get(record: dict[str, Any], path: str) -> Any:
