@@ -150,3 +150,22 @@ def test_arrow_blocks_and_checked_rows_mix_in_one_file(jd: App,
     assert rows[1]["email"] == "a@x" and rows[2]["email"] == "b@x"
     assert rows[4]["email"] == "d@x" and rows[10]["email"] == "m0@x"
     assert rows[5]["score"] is None and rows[50]["score"] == 2.0
+
+
+def test_read_ahead_gives_items_in_order_raises_their_error_and_stops_early() -> None:
+    import threading
+
+    from jobdock.kinds.ingest import _read_ahead
+
+    assert list(_read_ahead(iter(range(100)))) == list(range(100))
+
+    def failing() -> Any:
+        yield 1
+        raise UnreadableFile("broken")
+
+    with pytest.raises(UnreadableFile, match="broken"):
+        list(_read_ahead(failing()))
+    ahead = _read_ahead(iter(range(1_000_000)))
+    assert next(ahead) == 0
+    ahead.close()  # the reading thread ends without being drained
+    assert not [t for t in threading.enumerate() if t.name == "ingest-read"]

@@ -35,12 +35,15 @@ change). Other tables of the same ingest are not affected.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Generator, Iterator, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from queue import Full, Queue
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -57,6 +60,8 @@ MAX_FILES = 1_000
 _COUNT_EVERY = 1_000
 # Rows checked one by one are staged this many at a time.
 _STAGE_EVERY = 10_000
+# Batches read ahead of the one being staged (each is a few MB).
+_READ_AHEAD = 2
 
 
 # -- input -------------------------------------------------------------------
@@ -211,37 +216,74 @@ def _load_file(ctx: JobContext, index: int, ref: FileRef, checker: RowChecker, l
         raw = ctx.open(ref.file_id)
     except (errors.NotFound, PermissionError) as exc:
         raise IngestFailed(f"file {ref.name} ({ref.file_id}): the upload does not exist") from exc
-    with raw:
+    batches = ((item, typed_batch(item.batch, checker) if isinstance(item, ArrowRows) else None)
+               for item in read_batches(raw, ref.name, checker.names))
+    with raw, contextlib.closing(_read_ahead(batches)) as ahead:
         try:
-            for item in read_batches(raw, ref.name, checker.names):
-                if isinstance(item, ArrowRows):
-                    typed = typed_batch(item.batch, checker)
-                    if typed is not None:
-                        load.stage(rows)  # the rows read before go first: the first key wins
-                        rows.clear()
-                        load.stage_arrow(typed)
-                        counts.read += typed.num_rows
-                        counts.flush()
-                        continue
-                    records = item.records()
-                else:
-                    records = [item]
-                for record in records:
+            for item, typed in ahead:
+                if typed is not None:
+                    load.stage(rows)  # the rows read before go first: the first key wins
+                    rows.clear()
+                    load.stage_arrow(typed)
+                    counts.read += typed.num_rows
+                    counts.flush()
+                    continue
+                for record in item.records() if isinstance(item, ArrowRows) else [item]:
                     counts.read += 1
                     row = _checked(ctx, ref, checker, record)
                     if row is None:
                         counts.errors += 1
                     else:
                         rows.append(row)
-                        if len(rows) >= _STAGE_EVERY:
-                            load.stage(rows)
-                            rows.clear()
+                    if len(rows) >= _STAGE_EVERY:
+                        load.stage(rows)
+                        rows.clear()
                     if counts.read >= _COUNT_EVERY:
                         counts.flush()
         except UnreadableFile as exc:
             raise IngestFailed(f"file {ref.name} ({ref.file_id}) cannot be read: {exc}") from exc
         load.stage(rows)
         counts.flush()
+
+
+_T = TypeVar("_T")
+
+
+def _read_ahead(items: Iterator[_T]) -> Generator[_T, None, None]:
+    """`items`, produced by a thread of their own while the caller uses the previous ones.
+    Arrow parses and converts without holding the GIL, and the databases store without
+    it, so reading a file and staging its rows share the machine's cores."""
+    done = object()
+    queue: Queue[Any] = Queue(maxsize=_READ_AHEAD)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        """Wait for room unless the caller has stopped reading."""
+        while not stop.is_set():
+            with contextlib.suppress(Full):
+                queue.put(item, timeout=0.1)
+                return True
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as exc:  # handed to the caller, raised there
+            put(exc)
+
+    thread = threading.Thread(target=produce, name="ingest-read", daemon=True)
+    thread.start()
+    try:
+        while (item := queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _checked(ctx: JobContext, ref: FileRef, checker: RowChecker,
