@@ -269,3 +269,27 @@ def test_repeated_keys_in_a_page_keep_the_last_record(jd: App) -> None:
             assert imported is not None and imported.stats["success"] == 3
             assert [(r["id"], float(r["total"])) for r in rows(jd, name)] == [
                 (1, 3.0), (2, 2.0)]
+
+
+def test_a_csv_flows_as_arrow_columns_with_exact_errors(jd: App) -> None:
+    source = [{**GOOD, "id": 1}, {**GOOD, "id": 2, "total": "2"},  # page 1: typed at once
+              {**GOOD, "id": 3}, NO_EMAIL,  # page 2: record by record
+              {**GOOD, "id": 1, "total": "5"}]  # page 3: the key again, later
+    spec = flow_input({"upload": upload(jd, "orders.csv", csv_bytes(source))}, page_size=2)
+    spec["import"]["ignore_if"] = {}
+    empty = flow_input({"upload": upload(jd, "empty.csv", b"id,customer_email\n")},
+                       flow_id="empty", table="empty")
+    with running(jd):
+        _, export, imported = wait_flow(jd, jd.submit("flow", spec).id)
+        _, empty_export, empty_import = wait_flow(jd, jd.submit("flow", empty).id)
+    assert [a.name for a in jd.engine.store.artifact_list("default", export.id)] == [
+        "records.arrow"]
+    assert imported is not None and counters(export, imported) == {
+        "exported": 5, "pages": 6, "success": 4, "errors": 1, "ignored": 0}
+    assert [(r["id"], float(r["total"])) for r in rows(jd)] == [(1, 5.0), (2, 2.0), (3, 9.5)]
+    [err] = jd.engine.errors("default", imported.id)
+    assert err.code == "missing_required_field" and err.record["extracted"]["id"] == "3"
+    with jd.engine.blobs.open(err.retry_data[RETRY_BLOB]) as f:
+        assert json.loads(f.read()) == err.record["extracted"]
+    assert empty_import is not None and empty_import.status == "succeeded"
+    assert counters(empty_export, empty_import)["exported"] == 0

@@ -38,6 +38,7 @@ filter them by label.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime
@@ -51,11 +52,12 @@ from jobdock.blobs import blob_key
 from jobdock.engine import SubmitRequest
 from jobdock.ids import new_id
 from jobdock.kinds.ingest import ColumnType, RowChecker, typed_batch
-from jobdock.kinds.readers import UnreadableFile, read_records
+from jobdock.kinds.readers import UnreadableFile, detect_format, read_records
 from jobdock.store.tables import NAME, open_tables
 from jobdock.worker.context import JobContext
 
 RECORDS_ARTIFACT = "records.jsonl"
+ARROW_ARTIFACT = "records.arrow"  # a CSV source's records: an Arrow IPC stream
 MAX_PAGE_SIZE = 10_000
 ERROR_SOURCE = "jobdock"
 # Retry data of a flow import error: {"blob": <key>, "retry_id": <id>}.
@@ -190,8 +192,12 @@ def flow_export(ctx: JobContext, input: FlowExportInput) -> dict[str, Any]:
     _reset_counters(ctx)
     job = ctx.job
     page_size = input.export.page_size
-    artifact = ctx.artifact(RECORDS_ARTIFACT, _export_pages(ctx, input, page_size),
-                            content_type="application/x-ndjson")
+    if _csv_upload(ctx, input):
+        artifact = ctx.artifact(ARROW_ARTIFACT, _export_columns(ctx, input, page_size),
+                                content_type="application/vnd.apache.arrow.stream")
+    else:
+        artifact = ctx.artifact(RECORDS_ARTIFACT, _export_pages(ctx, input, page_size),
+                                content_type="application/x-ndjson")
     ctx.raise_if_cancelled()
     parent = job.parent_id
     key = f"flow:{parent}:import" if parent else f"flow-export:{job.id}:import"
@@ -215,6 +221,65 @@ def _export_pages(ctx: JobContext, input: FlowExportInput, page_size: int) -> It
         yield ("\n".join(map(_ENCODER.encode, page)) + "\n").encode()
         ctx.count(exported=len(page), pages=1)
         ctx.progress(ctx.stats.get("exported", 0), None, "exporting")
+
+
+def _csv_upload(ctx: JobContext, input: FlowExportInput) -> bool:
+    """Whether the source is an upload that the readers read as plain (not gzipped) CSV,
+    whose records all have the header's fields and text values."""
+    upload_id = input.export.source.upload
+    if upload_id is None:
+        return False
+    try:
+        name = ctx.engine.upload(ctx.job.tenant_id, upload_id, ctx.job.app_id).name
+        with ctx.open(upload_id) as raw:
+            head = raw.read(8)  # as much as the readers look at
+    except (errors.NotFound, PermissionError):
+        return False  # the export fails on it with its message
+    return (not head.startswith(b"\x1f\x8b") and not name.lower().endswith(".gz")
+            and detect_format(name, head) == "csv")
+
+
+def _export_columns(ctx: JobContext, input: FlowExportInput, page_size: int) -> Iterator[
+        bytes]:
+    """A CSV source's records as an Arrow IPC stream of text columns, a batch per page
+    (the import reads them without a Python object per record); counts each page."""
+    import pyarrow as pa
+
+    out = _Chunks()
+    writer = None
+    for page in _pages(_source_records(ctx, input), page_size):
+        ctx.raise_if_cancelled()
+        names = list(page[0])  # every record of a CSV has the header's fields
+        if writer is None:
+            writer = pa.ipc.new_stream(out, pa.schema([(n, pa.string()) for n in names]))
+        writer.write_batch(pa.record_batch(
+            [pa.array([r[n] for r in page], pa.string()) for n in names], names=names))
+        yield out.take()
+        ctx.count(exported=len(page), pages=1)
+        ctx.progress(ctx.stats.get("exported", 0), None, "exporting")
+    if writer is None:  # no record at all
+        writer = pa.ipc.new_stream(out, pa.schema([]))
+    writer.close()
+    yield out.take()
+
+
+class _Chunks(io.RawIOBase):
+    """A sink that keeps what is written until it is taken."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.parts.append(bytes(data))
+        return len(self.parts[-1])
+
+    def take(self) -> bytes:
+        data = b"".join(self.parts)
+        self.parts.clear()
+        return data
 
 
 def _source_records(ctx: JobContext, input: FlowExportInput) -> Iterator[dict[str, Any]]:
@@ -290,15 +355,7 @@ def flow_import(ctx: JobContext, input: FlowImportInput) -> dict[str, Any]:
         done = 0
         for page in _import_pages(ctx, input):
             ctx.raise_if_cancelled()  # between pages only: a page is written whole or not
-            records = ([r for r in page if not mapper.ignored(r)] if mapper.ignore_if
-                       else page)
-            ignored = len(page) - len(records)
-            batch = mapper.typed_page(records)
-            if batch is not None:
-                rows: dict[Any, tuple[Any, ...]] = {}
-                success, failed = len(records), 0
-            else:  # some record fails: each is checked alone, for its exact error
-                rows, success, failed = _checked_rows(ctx, mapper, records)
+            size, batch, rows, failed, ignored = _import_page(ctx, mapper, page)
             if rows or (batch is not None and batch.num_rows):
                 with tables.load(tenant, spec.table, columns, spec.primary_key) as load:
                     if batch is not None:
@@ -306,8 +363,8 @@ def flow_import(ctx: JobContext, input: FlowImportInput) -> dict[str, Any]:
                     else:
                         load.stage(rows.values())
                     load.finish()
-            done += len(page)
-            ctx.count(success=success, errors=failed, ignored=ignored, pages=1)
+            done += size
+            ctx.count(success=size - failed - ignored, errors=failed, ignored=ignored, pages=1)
             ctx.progress(done, None, "importing")
     finally:
         tables.close()
@@ -316,10 +373,29 @@ def flow_import(ctx: JobContext, input: FlowImportInput) -> dict[str, Any]:
                                     for k in ("success", "errors", "ignored", "pages")}}
 
 
+def _import_page(ctx: JobContext, mapper: Mapper, page: Any) -> tuple[
+        int, Any, dict[Any, tuple[Any, ...]], int, int]:
+    """A page's good rows, as an Arrow batch typed at once or (when a record fails) by
+    key, with the numbers of its records, failing ones (each an error record) and
+    ignored ones."""
+    if not isinstance(page, list):  # Arrow text columns, from a CSV
+        batch = mapper.typed_columns(page)
+        if batch is not None:
+            return page.num_rows, batch, {}, 0, 0
+        page = page.to_pylist()
+    records = [r for r in page if not mapper.ignored(r)] if mapper.ignore_if else page
+    ignored = len(page) - len(records)
+    batch = mapper.typed_page(records)
+    if batch is not None:
+        return len(page), batch, {}, 0, ignored
+    rows, failed = _checked_rows(ctx, mapper, records)
+    return len(page), None, rows, failed, ignored
+
+
 def _checked_rows(ctx: JobContext, mapper: Mapper, records: list[Any]) -> tuple[
-        dict[Any, tuple[Any, ...]], int, int]:
-    """The rows of a page's good records by key (the last of a key wins), and the numbers
-    of good and failing records; each failing one becomes an error record."""
+        dict[Any, tuple[Any, ...]], int]:
+    """The rows of a page's good records by key (the last of a key wins), and the number
+    of failing records; each failing one becomes an error record."""
     rows: dict[Any, tuple[Any, ...]] = {}
     key_of = mapper.checker.key_of
     failed = 0
@@ -330,13 +406,20 @@ def _checked_rows(ctx: JobContext, mapper: Mapper, records: list[Any]) -> tuple[
             _record_error(ctx, record, mapper.mapped(record), problem or ("", "", ""))
             continue
         rows[key_of(row)] = row
-    return rows, len(records) - failed, failed
+    return rows, failed
 
 
-def _import_pages(ctx: JobContext, input: FlowImportInput) -> Iterator[list[Any]]:
-    """The records to import, a page of `page_size` at a time."""
+def _import_pages(ctx: JobContext, input: FlowImportInput) -> Iterator[Any]:
+    """The records to import, a page of `page_size` at a time: a list of records, or an
+    Arrow batch of text columns (an export's `records.arrow`)."""
     if input.records is not None:
         yield from _pages(_retried_records(ctx, input.records), input.page_size)
+        return
+    if (input.source_blob or "").endswith(ARROW_ARTIFACT):
+        import pyarrow as pa
+
+        with ctx.open(input.source_blob or "") as raw:
+            yield from pa.ipc.open_stream(raw)
         return
     with ctx.open(input.source_blob or "") as raw:
         for lines in _pages((line for line in raw if line.strip()), input.page_size):
@@ -421,6 +504,25 @@ class Mapper:
         return row, None
 
 
+    def typed_columns(self, page: Any) -> Any | None:
+        """A page of Arrow text columns (a CSV's records) typed as `typed_page` would type
+        its records, without making records of it; None as there (or with `ignore_if`)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not self.plain or self.ignore_if:
+            return None
+        names = page.schema.names
+        arrays = []
+        for column, source in self.sources.items():
+            values = (page.column(names.index(source)) if source in names
+                      else pa.nulls(page.num_rows))  # as a column of None alone
+            if column in self.required and (values.null_count or pc.any(
+                    pc.equal(values, "")).as_py()):
+                return None
+            arrays.append(values)
+        return self._typed(pa.RecordBatch.from_arrays(arrays, names=list(self.sources)))
+
     def typed_page(self, records: list[dict[str, Any]]) -> Any | None:
         """The page as an Arrow batch of the table's columns, typed at once by the ingest
         kind's `typed_batch`, when every record passes and converts as `check` would
@@ -442,8 +544,10 @@ class Mapper:
                 arrays.append(pa.array(values))
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
                 return None
-        batch = typed_batch(pa.RecordBatch.from_arrays(arrays, names=list(self.sources)),
-                            self.checker)
+        return self._typed(pa.RecordBatch.from_arrays(arrays, names=list(self.sources)))
+
+    def _typed(self, mapped: Any) -> Any | None:
+        batch = typed_batch(mapped, self.checker)
         return None if batch is None else _last_of_each_key(batch, self.checker.key_positions)
 
 
