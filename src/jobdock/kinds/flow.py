@@ -7,9 +7,11 @@ fields; required columns; records to ignore). It submits a `flow_export` child
 (step 0) and succeeds: like `ingest`, the children are the work and carry the
 state, times and counters that readers (the integrator dialect) show.
 
-`flow_export` reads the source page by page and writes the records, as JSON
-Lines, to its artifact `records.jsonl`; counters `exported` and `pages`. A line of
-an upload that cannot be parsed is an error record (`errors`) and is not exported.
+`flow_export` reads the source page by page and writes the records to its artifact:
+`records.arrow` for a plain CSV upload (an Arrow IPC stream, a batch of text columns
+per page), `records.jsonl` (JSON Lines) for any other source; counters `exported` and
+`pages`. A line of an upload that cannot be parsed is an error record (`errors`) and
+is not exported.
 When the whole source is written, it submits the `flow_import` child (step 1, a
 sibling under the flow job; the idempotency key `flow:<flow job>:import` makes a
 retried export find the same import).
@@ -21,7 +23,10 @@ dotted name reaches into nested objects), checked for its required columns and
 its declared types (the `ingest` kind's coercion), and the good ones of a page are
 upserted together (one transaction per page, so a cancel, seen between pages,
 never leaves half a page written); counters `success`, `errors`, `ignored`,
-`pages`. Each failing record is an error record whose `record` holds the field,
+`pages`. A page is first typed at once, column by column with Arrow (`typed_batch`,
+which converts only what the coercion would convert to the same value); only a page
+where that fails (a bad record, a missing required value, mixed types in a column,
+`ignore_if` on Arrow columns, a dotted mapping) is checked record by record. Each failing record is an error record whose `record` holds the field,
 the extracted and the mapped record, and whose retry data names a blob of the job
 (`<tenant>/<job>/retry/<retry id>.json`) that holds the extracted record: it can
 be read and corrected (`GET/PUT /v1/jobs/{id}/errors/{error_id}/retry-data`), and
