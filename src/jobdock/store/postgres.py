@@ -31,6 +31,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
+from pydantic_core import from_json
 
 from jobdock.errors import (
     AlreadyExists,
@@ -73,8 +74,12 @@ Params = Mapping[str, Any] | Sequence[Any]
 
 _JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 # The columns job_get and job_list read, in Job's field order: their rows are
-# plain tuples made into a Job positionally (no dict per row).
-JOB_COLUMNS = ", ".join(f"j.{name}" for name in _JOB_FIELDS)
+# plain tuples made into a Job positionally (no dict per row). The jsonb columns
+# are read as text and decoded by _job_of_tuple (see there).
+_JSON_FIELDS = ("input", "result", "error", "stats", "progress", "labels")
+JOB_COLUMNS = ", ".join(f"j.{name}::text" if name in _JSON_FIELDS else f"j.{name}"
+                        for name in _JOB_FIELDS)
+_JSON_AT = [_JOB_FIELDS.index(name) for name in _JSON_FIELDS]
 _Q = {name: query.replace("{cols}", JOB_COLUMNS)
       for name, query in load_queries("postgres_queries.sql").items()}
 
@@ -866,9 +871,23 @@ def _job_list_statement(query: JobQuery, now: datetime | None) -> tuple[sql.Comp
     return sql.SQL(_Q["job_list"]).format(where=sql.SQL(" AND ").join(where)), params
 
 
+def _fast_loads(text: str | None) -> Any:
+    """JSON text as values, with pydantic-core's parser: about ten times faster than
+    json.loads, which was a tenth of a list page's time (six columns per job)."""
+    if text is None:
+        return None
+    try:
+        return from_json(text)
+    except ValueError:  # what only json.loads accepts (an escaped lone surrogate)
+        return json.loads(text)
+
+
 def _job_of_tuple(row: tuple[Any, ...]) -> Job:
     """A job from a row of JOB_COLUMNS (Job's fields, in order)."""
-    job = Job(*row)
+    values = list(row)
+    for at in _JSON_AT:
+        values[at] = _fast_loads(values[at])
+    job = Job(*values)
     job.status = JobStatus(job.status)
     job.stats = job.stats or {}
     job.progress = job.progress or {}

@@ -14,11 +14,13 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from pydantic_core import from_json
 
 import jobdock.errors as errors
 from jobdock.ids import new_id
@@ -102,12 +104,24 @@ def _loads(value: str | None) -> Any:
     return None if value is None else json.loads(value)
 
 
-def _job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
+def _fast_loads(text: str | None) -> Any:
+    """JSON text as values, with pydantic-core's parser: about ten times faster than
+    json.loads, which was a tenth of a list page's time (six columns per job)."""
+    if text is None:
+        return None
+    try:
+        return from_json(text)
+    except ValueError:  # what only json.loads accepts (an escaped lone surrogate)
+        return json.loads(text)
+
+
+def _job(row: sqlite3.Row | tuple[Any, ...],
+         loads: Callable[[str | None], Any] = _loads) -> Job:
     return Job(
         id=row[0], tenant_id=row[1], app_id=row[2], seq=row[3], kind=row[4], name=row[5],
-        status=JobStatus(row[6]), priority=row[7], input=json.loads(row[8]),
-        result=_loads(row[9]), error=_loads(row[10]), stats=_loads(row[11]) or {},
-        progress=_loads(row[12]) or {}, labels=_loads(row[13]) or {}, parent_id=row[14],
+        status=JobStatus(row[6]), priority=row[7], input=loads(row[8]),
+        result=loads(row[9]), error=loads(row[10]), stats=loads(row[11]) or {},
+        progress=loads(row[12]) or {}, labels=loads(row[13]) or {}, parent_id=row[14],
         attempt=row[15], max_attempts=row[16], run_at=_dt(row[17]), timeout_s=row[18],
         retention_s=row[19], idempotency_key=row[20], created_at=_dt(row[21]),
         started_at=_dt(row[22]), finished_at=_dt(row[23]), updated_at=_dt(row[24]),
@@ -329,13 +343,13 @@ class SQLiteStore(SQLiteAccess, Store):
     def job_get(self, tenant_id: str, job_id: str, now: datetime | None = None) -> Job | None:
         with self._read() as conn:
             row = conn.execute(_Q["job_get"], (job_id, tenant_id, self._now(now))).fetchone()
-        return None if row is None else _job(row)
+        return None if row is None else _job(row, _fast_loads)
 
     def job_list(self, query: JobQuery, now: datetime | None = None) -> list[Job]:
         sql, params = _job_list_statement(query, self._now(now))
         with self._read() as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [_job(r) for r in rows]
+        return [_job(r, _fast_loads) for r in rows]
 
     def job_attempts(self, tenant_id: str, job_id: str) -> list[Attempt]:
         with self._read() as conn:
