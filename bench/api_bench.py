@@ -621,20 +621,20 @@ def captured_sql(backend: str, store: Any) -> Iterator[list[Any]]:
     """The SQL (and parameters) the store sends while the block runs."""
     seen: list[Any] = []
     if backend == "postgresql":
-        from jobdock.store.postgres import PostgresStore
+        import psycopg
 
-        original = PostgresStore.__dict__["_rows"]
+        original = psycopg.Cursor.execute  # every statement goes through it
 
-        def spy(conn: Any, query: Any, params: Any = None) -> Any:
-            text = query if isinstance(query, str) else query.as_string(conn)
+        def spy(cur: Any, query: Any, params: Any = None, **options: Any) -> Any:
+            text = query if isinstance(query, str) else query.as_string(cur.connection)
             seen.append((text, params))
-            return original.__func__(conn, query, params)
+            return original(cur, query, params, **options)
 
-        PostgresStore._rows = staticmethod(spy)  # type: ignore[method-assign]
+        psycopg.Cursor.execute = spy  # type: ignore[method-assign]
         try:
             yield seen
         finally:
-            PostgresStore._rows = original  # type: ignore[method-assign]
+            psycopg.Cursor.execute = original  # type: ignore[method-assign]
     else:
         conn = store._conn()  # this thread's connection: the one job_list uses here
         conn.set_trace_callback(lambda text: seen.append((text, None)))
@@ -667,18 +667,27 @@ def breakdown(backend: str, url: str, app: Any, key: str, sample: list[str],
               deep: str | None, rng: random.Random) -> dict[str, Any]:
     """The steps of each request, timed in the bench process (median ms), without HTTP."""
     from jobdock.access import Access
+    from jobdock.api import schemas
     from jobdock.api.schemas import JobOut
 
     engine = app.engine
     store = engine.store
     access = Access(store)
     out: dict[str, Any] = {"auth_ms": timed(lambda: access.authenticate(key), 300)}
+    try:  # the key read from the store each time (commits with a key cache)
+        uncached = Access(store, key_cache_s=0)
+        out["auth_uncached_ms"] = timed(lambda: uncached.authenticate(key), 300)
+    except TypeError:
+        pass  # an older commit: auth_ms is the uncached figure already
     ids = iter(rng.choices(sample, k=2000))
     job = store.job_get(TENANT, sample[0])
     out["get"] = {
         "store_job_get_ms": timed(lambda: store.job_get(TENANT, next(ids)), 500),
         "job_out_json_ms": timed(lambda: JobOut.of(job).model_dump_json(), 300),
     }
+    job_response = getattr(schemas, "job_response", None)  # not in older commits
+    if job_response is not None:
+        out["get"]["answer_ms"] = timed(lambda: job_response(job).body, 300)
     out["lists"] = list_steps(backend, url, engine, deep)
     return out
 
@@ -690,9 +699,12 @@ def list_steps(backend: str, url: str, engine: Any, deep: str | None,
     `equality` (PostgreSQL): the SQL with `= (array)[1]` in place of `= ANY(array)` for
     the one-value kind and status filters, i.e. the statement a store that sent plain
     equality for a single value would run; only the SQL steps are timed then."""
+    from jobdock.api import schemas
     from jobdock.api.pagination import job_query
     from jobdock.api.schemas import JobOut, JobPage
     from jobdock.engine import _decode_token, _query_fingerprint  # the engine's keyset token
+
+    job_page_response = getattr(schemas, "job_page_response", None)  # not in older commits
 
     store = engine.store
     cases: dict[str, Any] = {}
@@ -719,6 +731,8 @@ def list_steps(backend: str, url: str, engine: Any, deep: str | None,
         info["job_out_and_json_ms"] = timed(
             lambda p=page: JobPage(items=[JobOut.of(j) for j in p],
                                    next_page_token="x").model_dump_json(), 30)
+        if job_page_response is not None:  # the answer as the routes build it now
+            info["answer_ms"] = timed(lambda p=page: job_page_response(p, "x").body, 30)
         info["rows"] = len(jobs)
         info["sql"] = sql if backend == "postgresql" else sql[:2000]
         cases[case] = info
@@ -946,8 +960,12 @@ def report(data: dict[str, Any]) -> str:
                   "| step | get | " + " | ".join(bd["lists"]) + " |",
                   "|---|---|" + "---|" * len(bd["lists"])]
         lists = list(bd["lists"].values())
+        uncached = bd.get("auth_uncached_ms")
         rows = [
-            ("auth: Access.authenticate", bd["auth_ms"], [bd["auth_ms"]] * len(lists)),
+            ("auth: Access.authenticate" + (", key cached" if uncached else ""), bd["auth_ms"],
+             [bd["auth_ms"]] * len(lists)),
+            ("auth: Access.authenticate, key read from the store", uncached,
+             [uncached] * len(lists)),
             ("database execution (EXPLAIN ANALYZE)", None,
              [i.get("execution_ms") for i in lists]),
             ("statement and fetch alone (driver tuples, no Job)", None,
@@ -956,6 +974,8 @@ def report(data: dict[str, Any]) -> str:
              [i["store_job_list_ms"] for i in lists]),
             ("JobOut.of and model_dump_json", bd["get"]["job_out_json_ms"],
              [i["job_out_and_json_ms"] for i in lists]),
+            ("the answer as the routes build it (job_json, to_json)",
+             bd["get"].get("answer_ms"), [i.get("answer_ms") for i in lists]),
         ]
         for label, get_ms, list_ms in rows:
             if all(v is None for v in list_ms):
@@ -1026,8 +1046,12 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=20_000, help="ids the get case draws from")
     parser.add_argument("--max-deep-page", type=int, default=5000)
     parser.add_argument("--profile-s", type=float, default=10.0, help="0: no py-spy")
+    # Off by default since jobs_kind_status became a migration (0003).
+    parser.add_argument("--what-if", dest="what_if", action="store_true",
+                        help="re-run the list cases with a candidate index made by the bench")
     parser.add_argument("--no-what-if", dest="what_if", action="store_false",
-                        help="skip re-running the list cases with the suggested index")
+                        help="(the default)")
+    parser.set_defaults(what_if=False)
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--ref", default="HEAD",
                         help="jobdock commit to measure; 'worktree' for the work tree as it is")
