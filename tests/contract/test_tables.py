@@ -128,3 +128,25 @@ def test_a_key_only_table_counts_updates_of_existing_keys(tables: Tables) -> Non
         assert load.finish() == (1, 1)
         assert load.rejected == 1
     assert len(list(tables.rows("default", "k"))) == 3
+
+
+def test_two_loads_of_a_new_table_at_once(tables: Tables) -> None:
+    columns = {"id": "int", "name": "str"}
+    with tables.load("default", "n", columns, ["id"]) as first, \
+            tables.load("default", "n", columns, ["id"]) as second:
+        first.stage_arrow(_arrow([(1, "a"), (2, "b")], columns))
+        second.stage_arrow(_arrow([(2, "B"), (3, "C"), (3, "no")], columns))
+        assert first.finish() == (2, 0)
+        assert second.finish() == (1, 1)
+        assert second.rejected == 1
+    rows = list(tables.rows("default", "n", ["id"]))
+    assert [(r["id"], r["name"]) for r in rows] == [(1, "a"), (2, "B"), (3, "C")]
+    if tables.backend == "postgres":  # no staging table is left in the tenant's schema
+        from jobdock.store.tables_postgres import PostgresTables
+
+        assert isinstance(tables, PostgresTables)
+        with tables._connect() as conn:
+            names = conn.execute("SELECT table_name FROM information_schema.tables"
+                                 " WHERE table_schema = %s",
+                                 (tables.schema(conn, "default"),)).fetchall()
+        assert names == [("n",)]

@@ -5,11 +5,16 @@ store lives in another schema than `public` (several instances, or tests, in
 one database), hashed down to PostgreSQL's 63-byte limit when longer.
 
 A load holds one connection and one transaction: `stage` COPYs rows into a
-TEMP table (ON COMMIT DROP); `stage_arrow` COPYs an Arrow batch written as CSV
-by Arrow. `finish` takes a transaction-scoped advisory lock on the tenant's
-schema (so that two loads never race to create the schema, a table or a
-column), makes the table and applies the staged rows in one statement, then
-commits.
+staging table; `stage_arrow` COPYs an Arrow batch written as CSV by Arrow.
+The staging table is a TEMP table (ON COMMIT DROP) when the table exists; for
+a new table it is a table of the load's transaction in the tenant's schema
+(invisible to others until the commit), which `finish` renames to the table
+and gives its primary key, instead of copying every row once more. `finish`
+takes a transaction-scoped advisory lock on the tenant's schema (so that two
+loads never race to create the schema, a table or a column), makes the table
+(or renames the staging table to it) and applies the staged rows in one
+statement, then commits. The schema itself is created, under the same lock,
+in a short transaction of its own when a load of a new table starts.
 
 Repeated keys are rare, so `finish` does not look for them first: it applies
 the staged rows under a savepoint, and only when the database refuses a
@@ -23,6 +28,7 @@ of staging.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -114,12 +120,10 @@ class PostgresTables(Tables):
         conn = self._connect()
         try:
             with _translated():
-                conn.execute(sql.SQL("CREATE TEMP TABLE stage ({}) ON COMMIT DROP").format(
-                    sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c),
-                                                               sql.SQL(SQL_TYPES[t]))
-                                       for c, t in columns.items())))
-            load = _PostgresLoad(conn, self.schema(conn, tenant), table, dict(columns),
-                                 list(primary_key))
+                schema = self.schema(conn, tenant)
+                stage = self._stage(conn, schema, table, columns)
+            load = _PostgresLoad(conn, schema, table, dict(columns), list(primary_key), stage,
+                                 fresh=stage != sql.Identifier("stage"))
             try:
                 yield load
             except BaseException as exc:
@@ -129,6 +133,32 @@ class PostgresTables(Tables):
             with _translated():
                 conn.rollback()  # nothing when finish() committed
                 conn.close()
+
+    def _stage(self, conn: psycopg.Connection[Any], schema: str, table: str,
+               columns: Mapping[str, str]) -> sql.Identifier:
+        """The load's staging table. For a table that exists: a TEMP table (no WAL). For a
+        new one: a table of this transaction in the tenant's schema, invisible to others,
+        that `finish` renames to the table (rather than copying every row once more)."""
+        definition = sql.SQL(", ").join(
+            sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(SQL_TYPES[t]))
+            for c, t in columns.items())
+        if self._describe(conn, schema, table)[0]:
+            conn.execute(sql.SQL("CREATE TEMP TABLE stage ({}) ON COMMIT DROP").format(
+                definition))
+            return sql.Identifier("stage")
+        self._create_schema(schema)
+        stage = sql.Identifier(schema, f"_stage_{secrets.token_hex(8)}")
+        conn.execute(sql.SQL("CREATE TABLE {} ({})").format(stage, definition))
+        return stage
+
+    def _create_schema(self, schema: str) -> None:
+        """The tenant's schema, committed at once (a staging table is made in it), under
+        the tenant's lock so that two loads never race to create it."""
+        with psycopg.connect(self._url, connect_timeout=_CONNECT_TIMEOUT_S) as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                         (f"jobdock.data.{schema}",))
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                sql.Identifier(schema)))
 
     def describe(self, tenant: str, table: str) -> dict[str, str] | None:
         with self._connect() as conn, _translated():
@@ -157,8 +187,11 @@ class PostgresTables(Tables):
 
 class _PostgresLoad(Load):
     def __init__(self, conn: psycopg.Connection[Any], schema: str, table: str,
-                 columns: dict[str, str], primary_key: list[str]) -> None:
+                 columns: dict[str, str], primary_key: list[str],
+                 stage: sql.Identifier, fresh: bool) -> None:
         self._conn = conn
+        self._stage = stage
+        self._fresh = fresh  # the staging table is in the tenant's schema, see _stage
         self._schema = schema
         self._table = table
         self._columns = columns
@@ -174,7 +207,7 @@ class _PostgresLoad(Load):
         staged = 0
         names = sql.SQL(", ").join(map(sql.Identifier, self._columns))
         with _translated(), self._conn.cursor() as cur, cur.copy(
-                sql.SQL("COPY stage ({}) FROM STDIN").format(names)) as copy:
+                sql.SQL("COPY {} ({}) FROM STDIN").format(self._stage, names)) as copy:
             for row in rows:
                 copy.write_row(row)
                 staged += 1
@@ -200,7 +233,7 @@ class _PostgresLoad(Load):
             stack = ExitStack()
             cur = stack.enter_context(self._conn.cursor())
             copy = stack.enter_context(cur.copy(
-                sql.SQL("COPY stage ({}) FROM STDIN (FORMAT csv)").format(names)))
+                sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(self._stage, names)))
             self._open = (stack, copy)
         return self._open[1]
 
@@ -236,8 +269,14 @@ class _PostgresLoad(Load):
                         conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
                             target, sql.Identifier(name), sql.SQL(SQL_TYPES[kind])))
                 inserted, distinct = self._first_rows(self._upsert, target)
+            elif self._fresh and self._rename(target):
+                inserted = distinct = self._staged
+            elif self._fresh:  # a key repeats: the rename found it
+                inserted, distinct = self._create(target, self._first_of_each_key())
             else:
                 inserted, distinct = self._first_rows(self._create, target)
+            if self._fresh:
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._stage))
             conn.commit()
         self.rejected = self._staged - distinct
         return inserted, distinct - inserted
@@ -247,15 +286,31 @@ class _PostgresLoad(Load):
         """`write` the staged rows into `target` on the hope that no key repeats (the usual
         case, with no sort to find repeats); when the database says a key does, again with
         the first staged row of each key only. (inserted, distinct keys) from `write`."""
-        names = sql.SQL(", ").join(map(sql.Identifier, self._columns))
-        keys = sql.SQL(", ").join(map(sql.Identifier, self._key))
         try:
             with self._conn.transaction():  # a savepoint
-                return write(target, sql.SQL("stage"))
+                return write(target, self._stage)
         except (psycopg.errors.UniqueViolation, psycopg.errors.CardinalityViolation):
             pass
-        return write(target, sql.SQL("(SELECT DISTINCT ON ({0}) {1} FROM stage"
-                                     " ORDER BY {0}, ctid) AS first").format(keys, names))
+        return write(target, self._first_of_each_key())
+
+    def _first_of_each_key(self) -> sql.Composable:
+        names = sql.SQL(", ").join(map(sql.Identifier, self._columns))
+        keys = sql.SQL(", ").join(map(sql.Identifier, self._key))
+        return sql.SQL("(SELECT DISTINCT ON ({0}) {1} FROM {2} ORDER BY {0}, ctid) AS first"
+                       ).format(keys, names, self._stage)
+
+    def _rename(self, target: sql.Identifier) -> bool:
+        """Make the staging table the new table, when no key repeats in it (its primary
+        key, built once and sorted, says so); False when one does."""
+        try:
+            with self._conn.transaction():  # a savepoint
+                self._conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                    self._stage, sql.Identifier(self._table)))
+                self._conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+                    target, sql.SQL(", ").join(map(sql.Identifier, self._key))))
+        except psycopg.errors.UniqueViolation:
+            return False
+        return True
 
     def _create(self, target: sql.Composable, source: sql.Composable) -> tuple[int, int]:
         """A new table: every row of `source` is new. The key's index is built once, sorted,
