@@ -119,7 +119,11 @@ def test_concurrent_migrators_apply_each_version_once(pg_schema_url: str) -> Non
     for store in stores:
         store.close()
     assert failures == []
-    assert sorted(applied) == [[], [], [], [v for v, _ in migration_files("postgres")]]
+    assert len(applied) == len(stores)
+    # Each file is applied under the lock in its own transaction, so another
+    # migrator may take over between two files; no version is applied twice.
+    assert sorted(v for versions in applied for v in versions) == [
+        v for v, _ in migration_files("postgres")]
 
 
 def test_migrate_on_a_missing_schema_says_so() -> None:
@@ -194,6 +198,31 @@ def test_large_batch_with_idempotency_keys(pg: PostgresStore) -> None:
         pg.job_insert_many([_new(at=at, idempotency_key="k9000", input={"i": 1}),
                             _new(at=at, idempotency_key="k9000", input={"i": 2})])
     assert len(pg.job_list(JobQuery(tenant_id="default", page_size=1000), now=at)) == 550
+
+
+def test_every_insert_path_checks_the_tenant(pg: PostgresStore, pg_schema_url: str) -> None:
+    # jobs.tenant_id is checked by triggers (migration 0004), no longer by a foreign key.
+    at = datetime.now(UTC).replace(microsecond=0)
+    batches = [
+        [_new("nobody", at)],  # one tenant, one statement
+        [_new("default", at), _new("nobody", at, idempotency_key="k")],  # unnest insert
+        [_new("nobody", at) for _ in range(600)],  # COPY
+    ]
+    for batch in batches:
+        with pytest.raises(errors.TenantNotFound, match="nobody"):
+            pg.job_insert_many(batch)
+    assert pg.job_list(JobQuery(tenant_id="default", page_size=10), now=at) == []
+    [job] = pg.job_insert_many([_new("default", at)])
+    with psycopg.connect(pg_schema_url, autocommit=True) as conn:
+        for statement in ("DELETE FROM tenants WHERE id = 'default'",
+                          "UPDATE tenants SET id = 'renamed' WHERE id = 'default'",
+                          "UPDATE jobs SET tenant_id = 'nobody'"):
+            with pytest.raises(psycopg.errors.ForeignKeyViolation):
+                conn.execute(statement)
+        conn.execute("INSERT INTO tenants (id) VALUES ('spare')")
+        conn.execute("UPDATE tenants SET id = 'spare2' WHERE id = 'spare'")
+        conn.execute("DELETE FROM tenants WHERE id = 'spare2'")
+    assert pg.job_get("default", job.job.id, now=at) == job.job
 
 
 def test_values_postgres_cannot_store_are_invalid_input(pg: PostgresStore) -> None:
