@@ -293,3 +293,27 @@ def test_a_csv_flows_as_arrow_columns_with_exact_errors(jd: App) -> None:
         assert json.loads(f.read()) == err.record["extracted"]
     assert empty_import is not None and empty_import.status == "succeeded"
     assert counters(empty_export, empty_import)["exported"] == 0
+
+
+def test_a_big_csv_read_in_arrow_blocks_then_by_the_csv_module(jd: App) -> None:
+    # Past 4 MB the readers give Arrow blocks; a short line near the end sends the rest
+    # to the csv module. Pages, counters, error records and rows stay exact.
+    n = 90_000
+    note = b"x" * 40  # ~80 bytes a line: two blocks of 4 MB
+    lines = [b"id,customer_email,total,placed_at,status,note"]
+    lines += [b"%d,c%d@example.com,%d.5,,paid,%s" % (i, i, i, note) for i in range(1, n + 1)]
+    lines[n - 10] = b"bad,line"  # line n - 9 of the file: id n - 10 is missing
+    lines[n - 5] = b'%d,"two\nlines@example.com",1,,paid,' % (n - 5)
+    spec = flow_input({"upload": upload(jd, "big.csv", b"\n".join(lines) + b"\n")},
+                      page_size=7_000)
+    spec["import"]["ignore_if"] = {}
+    with running(jd):
+        _, export, imported = wait_flow(jd, jd.submit("flow", spec).id, timeout_s=120)
+    assert imported is not None, export.error
+    assert counters(export, imported) == {"exported": n - 1, "pages": 2 * 13,
+                                          "success": n - 1, "errors": 1, "ignored": 0}
+    [bad] = jd.engine.errors("default", export.id)
+    assert bad.code == "bad_record" and bad.record["line"] == n - 9
+    loaded = rows(jd)
+    assert len(loaded) == n - 1 and loaded[-1]["id"] == n and loaded[-1]["total"] == n + 0.5
+    assert {r["id"]: r["email"] for r in loaded}[n - 5] == "two\nlines@example.com"

@@ -26,8 +26,9 @@ never leaves half a page written); counters `success`, `errors`, `ignored`,
 `pages`. A page is first typed at once, column by column with Arrow (`typed_batch`,
 which converts only what the coercion would convert to the same value); only a page
 where that fails (a bad record, a missing required value, mixed types in a column,
-`ignore_if` on Arrow columns, a dotted mapping) is checked record by record. Each failing record is an error record whose `record` holds the field,
-the extracted and the mapped record, and whose retry data names a blob of the job
+`ignore_if` on Arrow columns, a dotted mapping) is checked record by record.
+Each failing record is an error record whose `record` holds the field, the
+extracted and the mapped record, and whose retry data names a blob of the job
 (`<tenant>/<job>/retry/<retry id>.json`) that holds the extracted record: it can
 be read and corrected (`GET/PUT /v1/jobs/{id}/errors/{error_id}/retry-data`), and
 an errors retry runs the corrected records again as a new `flow_import` job (the
@@ -43,6 +44,7 @@ filter them by label.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from collections.abc import Iterable, Iterator
@@ -57,12 +59,19 @@ from jobdock.blobs import blob_key
 from jobdock.engine import SubmitRequest
 from jobdock.ids import new_id
 from jobdock.kinds.ingest import ColumnType, RowChecker, typed_batch
-from jobdock.kinds.readers import UnreadableFile, detect_format, read_records
+from jobdock.kinds.readers import (
+    ArrowRows,
+    UnreadableFile,
+    detect_format,
+    read_batches,
+    read_records,
+)
 from jobdock.store.tables import NAME, open_tables
 from jobdock.worker.context import JobContext
 
 RECORDS_ARTIFACT = "records.jsonl"
 ARROW_ARTIFACT = "records.arrow"  # a CSV source's records: an Arrow IPC stream
+_HEAD_BYTES = 64 * 1024  # where a CSV's header line is looked for
 MAX_PAGE_SIZE = 10_000
 ERROR_SOURCE = "jobdock"
 # Retry data of a flow import error: {"blob": <key>, "retry_id": <id>}.
@@ -197,8 +206,9 @@ def flow_export(ctx: JobContext, input: FlowExportInput) -> dict[str, Any]:
     _reset_counters(ctx)
     job = ctx.job
     page_size = input.export.page_size
-    if _csv_upload(ctx, input):
-        artifact = ctx.artifact(ARROW_ARTIFACT, _export_columns(ctx, input, page_size),
+    header = _csv_header(ctx, input)
+    if header is not None:
+        artifact = ctx.artifact(ARROW_ARTIFACT, _export_columns(ctx, input, header, page_size),
                                 content_type="application/vnd.apache.arrow.stream")
     else:
         artifact = ctx.artifact(RECORDS_ARTIFACT, _export_pages(ctx, input, page_size),
@@ -228,44 +238,96 @@ def _export_pages(ctx: JobContext, input: FlowExportInput, page_size: int) -> It
         ctx.progress(ctx.stats.get("exported", 0), None, "exporting")
 
 
-def _csv_upload(ctx: JobContext, input: FlowExportInput) -> bool:
-    """Whether the source is an upload that the readers read as plain (not gzipped) CSV,
-    whose records all have the header's fields and text values."""
+def _csv_header(ctx: JobContext, input: FlowExportInput) -> list[str] | None:
+    """The header's fields when the source is an upload that the readers read as plain
+    (not gzipped) CSV: its records all have these fields and text values. An empty
+    list when it is such a CSV whose header the csv module must read (a quote in it)."""
     upload_id = input.export.source.upload
     if upload_id is None:
-        return False
+        return None
     try:
         name = ctx.engine.upload(ctx.job.tenant_id, upload_id, ctx.job.app_id).name
         with ctx.open(upload_id) as raw:
-            head = raw.read(8)  # as much as the readers look at
+            head = raw.read(_HEAD_BYTES)
     except (errors.NotFound, PermissionError):
-        return False  # the export fails on it with its message
-    return (not head.startswith(b"\x1f\x8b") and not name.lower().endswith(".gz")
-            and detect_format(name, head) == "csv")
+        return None  # the export fails on it with its message
+    # The readers decide on the first 8 bytes and the name, as here.
+    if head.startswith(b"\x1f\x8b") or name.lower().endswith(".gz") or detect_format(
+            name, head[:8]) != "csv":
+        return None
+    line, newline, _ = head.partition(b"\n")
+    if not newline or b'"' in line or b"\r" in line.rstrip(b"\r"):
+        return []
+    try:
+        # As the readers read a header: UTF-8 (a BOM dropped), names stripped.
+        return [h.strip() for h in next(csv.reader([line.decode("utf-8-sig")]), [])]
+    except (UnicodeDecodeError, csv.Error):
+        return []
 
 
-def _export_columns(ctx: JobContext, input: FlowExportInput, page_size: int) -> Iterator[
-        bytes]:
+def _export_columns(ctx: JobContext, input: FlowExportInput, header: list[str],
+                    page_size: int) -> Iterator[bytes]:
     """A CSV source's records as an Arrow IPC stream of text columns, a batch per page
-    (the import reads them without a Python object per record); counts each page."""
+    (the import reads them without a Python object per record); counts each page. The
+    readers give most of the file as Arrow columns already (`read_batches`)."""
     import pyarrow as pa
 
     out = _Chunks()
     writer = None
-    for page in _pages(_source_records(ctx, input), page_size):
+    for page in _text_pages(_upload_items(ctx, input, header), page_size):
         ctx.raise_if_cancelled()
-        names = list(page[0])  # every record of a CSV has the header's fields
         if writer is None:
-            writer = pa.ipc.new_stream(out, pa.schema([(n, pa.string()) for n in names]))
-        writer.write_batch(pa.record_batch(
-            [pa.array([r[n] for r in page], pa.string()) for n in names], names=names))
+            writer = pa.ipc.new_stream(out, page.schema)
+        # One batch per page: the import's pages are the stream's batches.
+        writer.write_batch(page.combine_chunks().to_batches()[0])
         yield out.take()
-        ctx.count(exported=len(page), pages=1)
+        ctx.count(exported=page.num_rows, pages=1)
         ctx.progress(ctx.stats.get("exported", 0), None, "exporting")
     if writer is None:  # no record at all
         writer = pa.ipc.new_stream(out, pa.schema([]))
     writer.close()
     yield out.take()
+
+
+def _text_pages(items: Iterable[Any], size: int) -> Iterator[Any]:
+    """Pages of `size` records (the last one shorter) as Arrow tables of text columns, from
+    records (dicts of text, all with the same fields) and Arrow tables of those fields."""
+    import pyarrow as pa
+
+    pieces: list[Any] = []  # tables, in order
+    records: list[dict[str, Any]] = []  # records after the last piece
+    count = 0
+    for item in items:
+        if isinstance(item, dict):
+            records.append(item)
+            count += 1
+        else:
+            pieces.extend(_text_table(records))
+            records = []
+            pieces.append(item if isinstance(item, pa.Table) else pa.Table.from_batches([item]))
+            count += item.num_rows
+        if count >= size:
+            pieces.extend(_text_table(records))
+            records = []
+            whole = pa.concat_tables(pieces)
+            while whole.num_rows >= size:
+                yield whole.slice(0, size)
+                whole = whole.slice(size)
+            pieces, count = [whole], whole.num_rows
+    pieces.extend(_text_table(records))
+    if count:
+        yield pa.concat_tables(pieces)
+
+
+def _text_table(records: list[dict[str, Any]]) -> list[Any]:
+    """The records as an Arrow table of text columns (none when there is no record)."""
+    import pyarrow as pa
+
+    if not records:
+        return []
+    names = list(records[0])  # every record of a CSV has the header's fields
+    return [pa.table([pa.array([r[n] for r in records], pa.string()) for n in names],
+                     names=names)]
 
 
 class _Chunks(io.RawIOBase):
@@ -301,15 +363,26 @@ def _source_records(ctx: JobContext, input: FlowExportInput) -> Iterator[dict[st
         finally:
             tables.close()
         return
-    upload_id = source.upload or ""
+    yield from _upload_items(ctx, input, None)
+
+
+def _upload_items(ctx: JobContext, input: FlowExportInput,
+                  header: list[str] | None) -> Iterator[Any]:
+    """The upload's good records (each bad one becomes an error record); with a CSV's
+    `header`, runs of them come as Arrow tables of text columns where the readers can."""
+    upload_id = input.export.source.upload or ""
     try:
-        name = ctx.engine.upload(tenant, upload_id, ctx.job.app_id).name
+        name = ctx.engine.upload(ctx.job.tenant_id, upload_id, ctx.job.app_id).name
         raw = ctx.open(upload_id)
     except (errors.NotFound, PermissionError) as exc:
         raise FlowFailed(f"upload {upload_id!r} does not exist") from exc
     with raw:
         try:
-            for record in read_records(raw, name):
+            items = read_batches(raw, name, header) if header else read_records(raw, name)
+            for record in items:
+                if isinstance(record, ArrowRows):
+                    yield record.batch
+                    continue
                 if record.values is None:
                     ctx.count(errors=1)
                     ctx.error(f"{name} {record.unit} {record.position}: {record.error}",
