@@ -453,12 +453,13 @@ COERCE: dict[str, Callable[[Any], Any]] = {
 
 
 # -- types, a batch at once ----------------------------------------------------------
-# Text that Arrow's casts may take: each pattern accepts only text that the coercer above
-# reads to the same value (Arrow alone would also take "0x1F" as an int, say). Other text
-# sends its batch to the per-row check, which says what is wrong.
-_TEXT_PATTERNS = {"int": r"^[+-]?[0-9]+$",
-                  "float": r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$",
-                  "date": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}
+# The bytes that text may have for Arrow's cast of a batch to be trusted: Arrow's parsers
+# take less than the coercers above from such text (no "+5" as an int, say), never more,
+# and read it to the same value; other text (" 5", "0x1F", "nan", "1_000") sends its
+# batch to the per-row check, which decides. A table of 256 booleans, one per byte.
+_TEXT_BYTES = {kind: [byte in allowed for byte in range(256)]
+               for kind, allowed in (("int", b"0123456789+-"), ("float", b"0123456789+-.eE"),
+                                     ("date", b"0123456789-"))}
 
 
 def typed_batch(batch: Any, checker: RowChecker) -> Any | None:
@@ -503,9 +504,9 @@ def _typed_column(column: Any, kind: str, is_key: bool) -> Any | None:
                 return None if pc.any(bad).as_py() else column.cast(pa.string())
             if kind == "bool":
                 return _text_bools(column)
-            pattern = _TEXT_PATTERNS.get(kind)
-            if pattern is not None:
-                if not pc.all(pc.match_substring_regex(column, pattern)).as_py():
+            allowed = _TEXT_BYTES.get(kind)
+            if allowed is not None:
+                if not _only_bytes(column, allowed):
                     return None
                 return _checked_column(column.cast(_arrow_type(kind)), kind)
         elif kind == "int" and pa.types.is_integer(source):
@@ -526,6 +527,19 @@ def _arrow_type(kind: str) -> Any:
     if kind == "datetime":
         return pa.timestamp("us", tz="UTC")
     return pa.type_for_alias(ARROW_TYPES[kind])
+
+
+def _only_bytes(column: Any, allowed: list[bool]) -> bool:
+    """Whether every byte of a text column's data is one that `allowed` marks (bytes of
+    the buffer outside the column, if any, count too: at worst a needless per-row check)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    data = column.buffers()[2]
+    if data is None or data.size == 0:
+        return True
+    view = pa.Array.from_buffers(pa.uint8(), data.size, [None, data])
+    return bool(pc.all(pc.take(pa.array(allowed), view)).as_py())
 
 
 def _checked_column(column: Any, kind: str) -> Any | None:

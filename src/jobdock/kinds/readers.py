@@ -294,7 +294,9 @@ def _arrow_block(piece: bytes, header: list[str], columns: list[str]) -> Any:
         piece.decode("utf-8")  # the csv module would refuse the whole file
         table = pacsv.read_csv(
             pa.py_buffer(piece),
-            read_options=pacsv.ReadOptions(column_names=header, use_threads=False),
+            # One block of Arrow's for the piece: one chunk per column, nothing to combine.
+            read_options=pacsv.ReadOptions(column_names=header, use_threads=False,
+                                           block_size=len(piece) + 1),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in columns}, include_columns=columns,
