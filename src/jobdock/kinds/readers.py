@@ -50,7 +50,7 @@ _BY_SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "js
               ".parquet": "parquet", ".pq": "parquet", ".avro": "avro"}
 _PARQUET_BATCH = 4_096
 # Rows per Arrow batch of a Parquet file in read_batches (one batch is in memory at once).
-_PARQUET_ARROW_BATCH = 65_536
+_PARQUET_ARROW_BATCH = 32_768
 # Bytes of CSV per Arrow block in read_batches: big enough that Arrow's per-call cost
 # vanishes, small enough that a block and its columns stay a few MB.
 _CSV_BLOCK = 4 * 1024 * 1024

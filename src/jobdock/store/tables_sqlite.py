@@ -31,6 +31,8 @@ SQL_TYPES = {"int": "INTEGER", "float": "REAL", "str": "TEXT", "bool": "BOOLEAN"
 _FROM_SQL = {v: k for k, v in SQL_TYPES.items()}
 # Rows per executemany (and per transaction) into the staging table.
 _BATCH = 50_000
+# Rows of an Arrow batch turned into Python values at once.
+_ARROW_SLICE = 8_192
 # Page cache of the TEMP database (KiB): the staging table's pages while it is written
 # and read back, instead of SQLite's default 2 MB (and a spill to its temporary file).
 _TEMP_CACHE_KIB = 65_536
@@ -192,17 +194,23 @@ class _SQLiteLoad(Load):
         import pyarrow.compute as pc
 
         # The stored forms made by Arrow, column by column: dates as ISO text, bools as 0/1.
-        lists = []
+        columns = []
         for column, kind in zip(batch.columns, self._columns.values(), strict=True):
             if kind == "date":
                 column = pc.cast(column, pa.string())
             elif kind == "bool":
                 column = pc.cast(column, pa.int64())
-            values = column.to_pylist()
-            if kind == "datetime":
-                values = [None if v is None else _iso(v) for v in values]
-            lists.append(values)
-        return self._insert_many(zip(*lists, strict=True), batch.num_rows)
+            columns.append(column)
+        # Python values for a slice at a time: a whole batch of them would be tens of MB.
+        for start in range(0, batch.num_rows, _ARROW_SLICE):
+            lists = []
+            for column, kind in zip(columns, self._columns.values(), strict=True):
+                values = column.slice(start, _ARROW_SLICE).to_pylist()
+                if kind == "datetime":
+                    values = [None if v is None else _iso(v) for v in values]
+                lists.append(values)
+            self._insert_many(zip(*lists, strict=True), len(lists[0]))
+        return int(batch.num_rows)
 
     def _insert_many(self, rows: Iterable[Sequence[Any]], count: int) -> int:
         conn = self._conn
