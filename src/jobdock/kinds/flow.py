@@ -631,6 +631,11 @@ class Mapper:
 
 def _last_of_each_key(batch: Any, key_positions: list[int]) -> Any:
     """The batch without the rows whose key a later row repeats (the last one wins)."""
+    import pyarrow.compute as pc
+
+    if len(key_positions) == 1 and pc.count_distinct(
+            batch.column(key_positions[0])).as_py() == batch.num_rows:
+        return batch  # the usual case, found without a Python object per key
     keys = [batch.column(i).to_pylist() for i in key_positions]
     last = {key: i for i, key in enumerate(
         keys[0] if len(keys) == 1 else zip(*keys, strict=True))}
