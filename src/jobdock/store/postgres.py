@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 import psycopg
@@ -400,7 +401,7 @@ class PostgresStore(PostgresAccess, Store):
         with self._conn() as conn:
             for attempt in range(1, _CLAIM_TRIES + 1):
                 # Tuple rows: a claim reads hundreds of rows, and dict rows cost more.
-                rows = conn.execute(_Q["job_claim_many"], params).fetchall()
+                rows = conn.execute(_claim_query(limit), params).fetchall()
                 claimed = [r for r in rows if r[1] is not None]
                 if claimed or rows[0][0] == 0:
                     break
@@ -893,6 +894,14 @@ def _job_of_tuple(row: tuple[Any, ...]) -> Job:
     job.progress = job.progress or {}
     job.labels = job.labels or {}
     return job
+
+
+@cache
+def _claim_query(limit: int) -> str:
+    """job_claim_many for a batch of `limit` jobs: one text per power of two, so
+    that a worker's claims share a few prepared statements (see the query)."""
+    pool = max(16, 1 << (limit - 1).bit_length())
+    return _Q["job_claim_many"].replace("{pool}", str(pool))
 
 
 def _in_claim_order(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

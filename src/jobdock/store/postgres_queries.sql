@@ -267,6 +267,10 @@ ORDER BY a.attempt, a.n;
 -- jobs themselves left a worker that chose while another claimed with nothing.
 -- The result always has one row: `candidates` is how many jobs were chosen
 -- before locking, so that the caller can tell "queue empty" from "all taken".
+-- {pool} is a number written into the text (postgres.py _claim_query): the
+-- batch size rounded up to a power of two, at least 16. With the batch size a
+-- parameter in the LIMITs, PostgreSQL planned the statement at every claim
+-- (0.4 ms of a 0.8 ms claim of one job), as its generic plan looked dearer.
 WITH clock AS (
     SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now
 ), candidates AS (
@@ -280,10 +284,15 @@ WITH clock AS (
         WHERE j.tenant_id = t.id AND j.status = 'queued' AND j.run_at <= clock.now
           AND j.kind = ANY(%(kinds)b::text[])
         ORDER BY j.priority DESC, j.run_at, j.id
-        LIMIT %(limit)s
+        LIMIT {pool}
     ) c
 ), chosen AS (
-    SELECT tenant_id, id FROM candidates ORDER BY pos, priority DESC, run_at, id LIMIT %(limit)s
+    SELECT tenant_id, id
+    FROM (
+        SELECT tenant_id, id, row_number() OVER (ORDER BY pos, priority DESC, run_at, id) AS n
+        FROM candidates
+    ) ranked
+    WHERE n <= %(limit)s
 ), shares AS (
     SELECT tenant_id, count(*) AS n FROM chosen GROUP BY tenant_id
 ), locked AS (
