@@ -317,3 +317,22 @@ def test_a_big_csv_read_in_arrow_blocks_then_by_the_csv_module(jd: App) -> None:
     loaded = rows(jd)
     assert len(loaded) == n - 1 and loaded[-1]["id"] == n and loaded[-1]["total"] == n + 0.5
     assert {r["id"]: r["email"] for r in loaded}[n - 5] == "two\nlines@example.com"
+
+
+@pytest.mark.parametrize("ignore_if", [
+    {"status": "test"}, {"n": 5}, {"b": True}, {"status": None}, {"nope": None},
+    {"nope": "x"}, {"status": "test", "n": 5}, {"status.x": None}, {"n": 5.5}])
+def test_ignore_if_on_arrow_columns_matches_the_record_check(ignore_if: dict[str, Any]
+                                                             ) -> None:
+    import pyarrow as pa
+
+    from jobdock.kinds.flow import ImportSpec, Mapper
+
+    records = [{"id": str(i), "status": s, "n": n, "b": b} for i, (s, n, b) in enumerate([
+        ("test", "5", "true"), ("paid", "5", "false"), (None, None, None),
+        ("None", "5.5", "True"), ("test", "6", "true"), ("", "5", None)])]
+    page = pa.RecordBatch.from_pylist(records)
+    mapper = Mapper(ImportSpec(import_id="i", table="t", primary_key=["id"],
+                               columns={"id": "int"}, ignore_if=ignore_if))
+    assert mapper.not_ignored(page).to_pylist() == [
+        r for r in records if not mapper.ignored(r)]

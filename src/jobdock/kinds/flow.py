@@ -457,9 +457,10 @@ def _import_page(ctx: JobContext, mapper: Mapper, page: Any) -> tuple[
     key, with the numbers of its records, failing ones (each an error record) and
     ignored ones."""
     if not isinstance(page, list):  # Arrow text columns, from a CSV
-        batch = mapper.typed_columns(page)
+        kept = mapper.not_ignored(page)
+        batch = mapper.typed_columns(kept)
         if batch is not None:
-            return page.num_rows, batch, {}, 0, 0
+            return page.num_rows, batch, {}, 0, page.num_rows - kept.num_rows
         page = page.to_pylist()
     records = [r for r in page if not mapper.ignored(r)] if mapper.ignore_if else page
     ignored = len(page) - len(records)
@@ -561,6 +562,29 @@ class Mapper:
                 return False
         return True
 
+    def not_ignored(self, page: Any) -> Any:
+        """The records of a page of Arrow text columns that `ignored` keeps, at once."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not self.ignore_if:
+            return page
+        names = page.schema.names
+        matches = pa.array([True] * page.num_rows)
+        for field, wanted in self.ignore_if.items():
+            if field not in names:  # the record has no such field: its value is None
+                if wanted is not None:
+                    return page
+                continue
+            # A text value matches the wanted value's text (None's is "None"), a
+            # missing one matches None.
+            values = page.column(names.index(field))
+            equal = pc.fill_null(pc.equal(values, _text(wanted)), False)
+            if wanted is None:
+                equal = pc.or_(equal, pc.is_null(values))
+            matches = pc.and_(matches, equal)
+        return page.filter(pc.invert(matches))
+
     def mapped(self, record: dict[str, Any]) -> dict[str, Any]:
         """The record's value of each table column (column <- source field)."""
         if self.plain:
@@ -584,11 +608,11 @@ class Mapper:
 
     def typed_columns(self, page: Any) -> Any | None:
         """A page of Arrow text columns (a CSV's records) typed as `typed_page` would type
-        its records, without making records of it; None as there (or with `ignore_if`)."""
+        its records, without making records of it; None as there."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        if not self.plain or self.ignore_if:
+        if not self.plain:
             return None
         names = page.schema.names
         arrays = []
