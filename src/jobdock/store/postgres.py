@@ -44,6 +44,7 @@ from jobdock.errors import (
     TenantNotFound,
 )
 from jobdock.model import (
+    TERMINAL,
     Artifact,
     Attempt,
     Completion,
@@ -848,6 +849,8 @@ def _job_list_statement(query: JobQuery, now: datetime | None) -> tuple[sql.Comp
         add("status", statuses[0])
     elif statuses:
         add("statuses", statuses)
+    if statuses and all(JobStatus(s) in TERMINAL for s in statuses):
+        add("finished")
     if query.parent_id is not None:
         add("parent", query.parent_id)
     if query.app_id is not None:

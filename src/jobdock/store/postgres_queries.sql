@@ -215,6 +215,12 @@ j.status = %s
 -- name: job_filter_statuses
 j.status = ANY(%s::text[])
 
+-- name: job_filter_finished
+-- Added when every status asked for is a finished one: the WHERE clause of the
+-- partial index jobs_kind_status (migration 0003), word for word, so that the
+-- planner may use the index even in a plan made for any parameter values.
+j.status IN ('succeeded', 'failed', 'canceled', 'skipped')
+
 -- name: job_filter_parent
 j.parent_id = %s
 
