@@ -48,6 +48,9 @@ _CONNECT_TIMEOUT_S = 5
 # Memory for the sorts of `finish` (the key's index, first row per key), so that a load
 # of a few million rows sorts in memory rather than in temporary files.
 _FINISH_WORK_MEM = "128MB"
+# Memory for the build of a new table's primary key (PostgreSQL's default, 64 MB, sorts
+# on disk from about 2,000,000 keys; 3,000,000: 0.86 s on disk, 0.1 s in memory).
+_FINISH_INDEX_MEM = "256MB"
 
 _COLUMNS = ("SELECT column_name, data_type FROM information_schema.columns"
             " WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position")
@@ -262,6 +265,8 @@ class _PostgresLoad(Load):
             existing, existing_key = PostgresTables._describe(conn, self._schema, self._table)
             conn.execute(sql.SQL("SET LOCAL work_mem = {}").format(
                 sql.Literal(_FINISH_WORK_MEM)))
+            conn.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(
+                sql.Literal(_FINISH_INDEX_MEM)))
             if existing:
                 conflicts(self._table, existing, existing_key, columns, key)
                 for name, kind in columns.items():
