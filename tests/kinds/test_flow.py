@@ -262,9 +262,11 @@ def test_repeated_keys_in_a_page_keep_the_last_record(jd: App) -> None:
             {**GOOD, "id": 1, "total": "3"}]
     with_bad = [*good, BAD_TOTAL]  # a page with an error goes record by record
     with running(jd):
-        for name, source in (("typed", good), ("checked", with_bad)):
+        # "paged": a page per record, typed at once and written together in one load.
+        for name, source, size in (("typed", good, 100), ("checked", with_bad, 100),
+                                   ("paged", good, 1)):
             spec = flow_input({"upload": upload(jd, f"{name}.csv", csv_bytes(source))},
-                              flow_id=name, table=name)
+                              flow_id=name, table=name, page_size=size)
             _, _, imported = wait_flow(jd, jd.submit("flow", spec).id)
             assert imported is not None and imported.stats["success"] == 3
             assert [(r["id"], float(r["total"])) for r in rows(jd, name)] == [
