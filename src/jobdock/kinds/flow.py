@@ -20,13 +20,14 @@ retried export find the same import).
 against `ignore_if` (every field equal: `ignored`), mapped (column <- source
 field, `mapping` naming the source field of a column when its name differs; a
 dotted name reaches into nested objects), checked for its required columns and
-its declared types (the `ingest` kind's coercion), and the good ones of a page are
-upserted together (one transaction per page, so a cancel, seen between pages,
-never leaves half a page written); counters `success`, `errors`, `ignored`,
-`pages`. A page is first typed at once, column by column with Arrow (`typed_batch`,
-which converts only what the coercion would convert to the same value); only a page
-where that fails (a bad record, a missing required value, mixed types in a column,
-`ignore_if` on Arrow columns, a dotted mapping) is checked record by record.
+its declared types (the `ingest` kind's coercion), and the good ones are upserted
+(whole pages per transaction, so a cancel, seen between pages, never leaves half a
+page written); counters `success`, `errors`, `ignored`, `pages` move once their pages
+are committed. A page is first typed at once, column by column with Arrow
+(`typed_batch`, which converts only what the coercion would convert to the same
+value), and such pages are written together, up to 100,000 rows or 1 s of pages per
+load; a page where that fails (a bad record, a missing required value, mixed types
+in a column, a dotted mapping) is checked record by record and written alone.
 Each failing record is an error record whose `record` holds the field, the
 extracted and the mapped record, and whose retry data names a blob of the job
 (`<tenant>/<job>/retry/<retry id>.json`) that holds the extracted record: it can
@@ -34,8 +35,8 @@ be read and corrected (`GET/PUT /v1/jobs/{id}/errors/{error_id}/retry-data`), an
 an errors retry runs the corrected records again as a new `flow_import` job (the
 engine's errors retry: same parent, input plus `records` and `retry_of`).
 
-Within one page, records with the same primary key are written once: the last one
-wins, and each counts as a success.
+Within one page (or the pages of one load), records with the same primary key are
+written once: the last one wins, and each counts as a success.
 
 The flow job and its steps are labelled at submit (`KindSpec.labels_of`) with
 `integration_id`, `flow_id`, `export_id` and `import_id` from their input, so lists
