@@ -172,3 +172,17 @@ def test_read_ahead_gives_items_in_order_raises_their_error_and_stops_early() ->
     assert next(ahead) == 0
     ahead.close()  # the reading thread ends without being drained
     assert not [t for t in threading.enumerate() if t.name == "ingest-read"]
+
+
+def test_parquet_types_the_checker_refuses_send_the_batch_to_it() -> None:
+    import pyarrow as pa
+
+    checker = RowChecker({"id": "int", "s": "str", "d": "date", "f": "float"}, ["id"])
+    odd = pa.record_batch({"id": pa.array([1, 2]), "s": pa.array([{"a": 1}, {"a": 2}]),
+                           "d": pa.array([[1], [2]]), "f": pa.array([b"x", b"y"])})
+    assert typed_batch(odd, checker) is None
+    typed = pa.record_batch({"id": pa.array([1, 2], pa.uint8()), "s": pa.array(["a", "b"]),
+                             "d": pa.array([None, None], pa.date32()),
+                             "f": pa.array([1.5, None], pa.float32())})
+    assert typed_batch(typed, checker).to_pylist() == [  # type: ignore[union-attr]
+        {"id": 1, "s": "a", "d": None, "f": 1.5}, {"id": 2, "s": "b", "d": None, "f": None}]

@@ -516,7 +516,7 @@ def _typed_column(column: Any, kind: str, is_key: bool) -> Any | None:
         elif (kind == "bool" and pa.types.is_boolean(source)) or (
                 kind == "date" and pa.types.is_date(source)):
             return column.cast(_arrow_type(kind))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    except pa.ArrowException:  # a value Arrow will not convert: the per-row check says why
         return None
     return _python_column(column, kind, is_key)
 
