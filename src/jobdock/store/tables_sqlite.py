@@ -201,16 +201,19 @@ class _SQLiteLoad(Load):
             elif kind == "bool":
                 column = pc.cast(column, pa.int64())
             columns.append(column)
-        # Python values for a slice at a time: a whole batch of them would be tens of MB.
-        for start in range(0, batch.num_rows, _ARROW_SLICE):
+        return self._insert_many(self._python_rows(columns, batch.num_rows), batch.num_rows)
+
+    def _python_rows(self, columns: list[Any], count: int) -> Iterator[tuple[Any, ...]]:
+        """The rows of Arrow columns as tuples, made a slice at a time: Python values for a
+        whole batch at once would be tens of MB."""
+        for start in range(0, count, _ARROW_SLICE):
             lists = []
             for column, kind in zip(columns, self._columns.values(), strict=True):
                 values = column.slice(start, _ARROW_SLICE).to_pylist()
                 if kind == "datetime":
                     values = [None if v is None else _iso(v) for v in values]
                 lists.append(values)
-            self._insert_many(zip(*lists, strict=True), len(lists[0]))
-        return int(batch.num_rows)
+            yield from zip(*lists, strict=True)
 
     def _insert_many(self, rows: Iterable[Sequence[Any]], count: int) -> int:
         conn = self._conn
