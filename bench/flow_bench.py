@@ -22,7 +22,9 @@ other:
   (exported = success = rows, no errors, no ignored) and so is the table's count.
 - pandas and raw limit: bench.ingest_bench's routes on the same file (pandas
   `read_csv` + `to_sql` in .bench-venv; PostgreSQL `COPY`, SQLite `executemany` of
-  pre-parsed rows): see that module's text.
+  pre-parsed rows): see that module's text. Their PostgreSQL tables live in a schema
+  of this benchmark's own (`bench_flow_peer`), so that an ingest benchmark running at
+  the same time cannot drop them.
 
 jobdock is measured as committed: `--ref` (default HEAD) is exported with `git archive`
 (bench.run's `snapshot`) and put first on the path of every process, so that unsaved
@@ -41,17 +43,20 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench import ingest_bench
 from bench.ingest_bench import (
     COLUMNS,
     OUT,
-    PEER_SCHEMA,
+    ROOT,
     TENANT,
+    TIMEOUT_S,
     bench_python,
     generate,
     log,
@@ -65,6 +70,9 @@ from bench.ingest_bench import (
 from bench.run import snapshot
 
 SCHEMA = "bench_flow"  # the job store (its data area is bench_flow_data_bench)
+# pandas' and the raw limit's tables: a schema of this benchmark's own, so that a run of
+# bench.ingest_bench at the same time (which drops its own) cannot drop them.
+PEER_SCHEMA = "bench_flow_peer"
 TARGET = "people"
 
 
@@ -147,6 +155,14 @@ def jobdock_flow(backend: str, path: Path, tmp: Path, run: int, page_size: int,
             "counters": counters, "page_size": page_size}
 
 
+def run_peer(python: str, args: list[str], tmp: Path) -> dict[str, Any]:
+    """bench.ingest_bench's pandas or raw route in a child process, on PEER_SCHEMA."""
+    out = tmp / f"peer-{time.monotonic_ns()}.json"
+    subprocess.run([python, "-m", "bench.flow_bench", "_route", args[0], str(out), *args[1:]],
+                   cwd=ROOT, check=True, timeout=TIMEOUT_S)
+    return dict(json.loads(out.read_text()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -184,12 +200,9 @@ def main() -> None:
                 if route == "jobdock":
                     prof = OUT / f"flow-profile-{backend}.txt" if args.profile else None
                     r = jobdock_flow(backend, csv_path, tmp, run, args.page_size, prof)
-                elif route == "pandas":
-                    r = run_child(py_peer, ["pandas", backend, str(csv_path), str(sqlite_peer)],
-                                  tmp)
                 else:
-                    r = run_child(sys.executable, ["raw", backend, str(csv_path),
-                                                   str(sqlite_peer)], tmp)
+                    r = run_peer(py_peer if route == "pandas" else sys.executable,
+                                 [route, backend, str(csv_path), str(sqlite_peer)], tmp)
                 r.update(backend=backend, format="csv", route=route, rows=args.rows,
                          load=os.getloadavg(), rows_per_s=args.rows / r["seconds"])
                 if r["count"] != args.rows:
@@ -215,4 +228,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] == "_route":
+        ingest_bench.PEER_SCHEMA = PEER_SCHEMA  # read by its routes when they run
+        ingest_bench.child_main(sys.argv[2:])
+    else:
+        main()
