@@ -186,3 +186,43 @@ def test_parquet_types_the_checker_refuses_send_the_batch_to_it() -> None:
                              "f": pa.array([1.5, None], pa.float32())})
     assert typed_batch(typed, checker).to_pylist() == [  # type: ignore[union-attr]
         {"id": 1, "s": "a", "d": None, "f": 1.5}, {"id": 2, "s": "b", "d": None, "f": None}]
+
+
+VARIED = [
+    {"id": "1", "name": "plain", "score": "1.5", "day": "2024-02-29", "ok": "true"},
+    {"id": "007", "name": "a, quoted one", "score": ".5", "day": "0001-01-01", "ok": "F"},
+    {"id": "-3", "name": " spaces kept ", "score": "5.", "day": None, "ok": "Yes"},
+    {"id": "4", "name": "back\\slash \\N", "score": "-0", "day": "9999-12-31", "ok": "n"},
+    {"id": "5", "name": "ünïcödé ✓", "score": "+1.25", "day": "2024-01-01", "ok": "0"},
+    {"id": "6", "name": None, "score": None, "day": None, "ok": None},
+    {"id": "9223372036854775807", "name": "\\.", "score": "123456789.123456789",
+     "day": "2000-01-01", "ok": "1"},
+    {"id": "8", "name": "e", "score": "0.1", "day": "2000-01-02", "ok": "TRUE"},
+]
+VARIED_COLUMNS = {"id": "int", "name": "str", "score": "float", "day": "date", "ok": "bool"}
+
+
+def test_csv_batches_store_what_records_store(jd: App) -> None:
+    import csv as csvmodule
+    import json
+
+    out = io.StringIO()
+    writer = csvmodule.DictWriter(out, fieldnames=list(VARIED_COLUMNS), lineterminator="\n",
+                                  quoting=csvmodule.QUOTE_MINIMAL)
+    writer.writeheader()
+    writer.writerows(VARIED)
+    as_csv = upload(jd, "varied.csv", out.getvalue().encode())
+    as_jsonl = upload(jd, "varied.jsonl", b"".join(json.dumps(r).encode() + b"\n"
+                                                   for r in VARIED))
+    with running(jd):
+        job = jd.submit("ingest", {"tables": [
+            table("by_csv", [as_csv], VARIED_COLUMNS), table("by_jsonl", [as_jsonl],
+                                                             VARIED_COLUMNS)]})
+        _, children = wait_ingest(jd, job.id)
+    assert all(c.status == "succeeded" for c in children), [c.error for c in children]
+    assert [counters(c)["inserted"] for c in children] == [8, 8]
+    from jobdock.store.tables import open_tables
+
+    tables = open_tables(jd.settings.database_url)
+    assert list(tables.rows("default", "by_csv", ["id"])) == list(
+        tables.rows("default", "by_jsonl", ["id"]))
