@@ -25,7 +25,7 @@ its declared types (the `ingest` kind's coercion), and the good ones are upserte
 page written); counters `success`, `errors`, `ignored`, `pages` move once their pages
 are committed. A page is first typed at once, column by column with Arrow
 (`typed_batch`, which converts only what the coercion would convert to the same
-value), and such pages are written together, up to 100,000 rows or 1 s of pages per
+value), and such pages are written together, up to 250,000 rows or 1 s of pages per
 load; a page where that fails (a bad record, a missing required value, mixed types
 in a column, a dotted mapping) is checked record by record and written alone.
 Each failing record is an error record whose `record` holds the field, the
@@ -460,8 +460,9 @@ def flow_import(ctx: JobContext, input: FlowImportInput) -> dict[str, Any]:
 # Pages typed at once are written together, in one load of up to this many rows or
 # pages read in this many seconds: each load's apply has a cost of its own (about
 # 0.1 s on PostgreSQL), which pages of a few hundred records would pay each.
-_GROUP_ROWS = 100_000
+_GROUP_ROWS = 250_000
 _GROUP_S = 1.0
+_STAGE_ROWS = 10_000  # rows handed to the load at once
 
 
 class _Group:
@@ -511,7 +512,9 @@ def _write(tables: Tables, tenant: str, spec: ImportSpec, *,
     """One load of the import's table: rows (or an Arrow table) applied in one commit."""
     with tables.load(tenant, spec.table, dict(spec.columns), spec.primary_key) as load:
         if arrow is not None:
-            load.stage_arrow(arrow)
+            # In slices: a load may convert a whole batch to Python values at once.
+            for batch in arrow.to_batches(max_chunksize=_STAGE_ROWS):
+                load.stage_arrow(batch)
         else:
             load.stage(rows)
         load.finish()
