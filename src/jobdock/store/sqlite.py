@@ -704,7 +704,8 @@ def _job_list_statement(query: JobQuery, now: float) -> tuple[str, list[Any]]:
 
 
 # The WHERE clause of the partial index jobs_kind_status (migration 0003).
-_FINISHED = "status IN ('succeeded', 'failed', 'canceled', 'skipped')"
+_FINISHED = ("(status = 'succeeded' OR status = 'failed' OR status = 'canceled'"
+             " OR status = 'skipped')")
 
 
 def _list_filters(q: JobQuery, now: float) -> tuple[list[str], list[Any]]:

@@ -7,6 +7,9 @@
 -- finishes) and not at submit and claim as well: queued and running jobs are
 -- the newest, found at once by the walk. job_list repeats this WHERE clause
 -- when every status it asks for is a finished one: SQLite uses a partial index
--- only for a query that contains its WHERE terms.
+-- only for a query that contains its WHERE terms. The condition is a chain of
+-- ORs, not `status IN (...)`, which SQLite evaluated for each row written at a
+-- cost close to that of a full index (measured with bench.api_index_cost).
 CREATE INDEX jobs_kind_status ON jobs (tenant_id, kind, status, id)
-    WHERE status IN ('succeeded', 'failed', 'canceled', 'skipped');
+    WHERE (status = 'succeeded' OR status = 'failed' OR status = 'canceled'
+           OR status = 'skipped');
