@@ -926,7 +926,7 @@ def _claimed_job(r: tuple[Any, ...], worker_id: str) -> Job:
     """A job from a row of job_claim_many (columns by position: see the query)."""
     return Job(
         id=r[1], tenant_id=r[2], app_id=r[3], seq=r[4], kind=r[5], name=r[6],
-        status=JobStatus.RUNNING, priority=r[7], input=json.loads(r[8]), result=r[9],
+        status=JobStatus.RUNNING, priority=r[7], input=_fast_loads(r[8]), result=r[9],
         error=r[10], stats=r[11] or {}, progress=r[12] or {}, labels=r[13] or {},
         parent_id=r[14], attempt=r[15], max_attempts=r[16], run_at=r[17], timeout_s=r[18],
         retention_s=r[19], idempotency_key=r[20], created_at=r[21], started_at=r[22],

@@ -143,9 +143,10 @@ def _claimed_job(row: tuple[Any, ...], times: _Times, started_at: datetime,
     """A job from a row of CLAIMED_COLUMNS, as the claim left it."""
     return Job(
         id=row[0], tenant_id=row[1], app_id=row[2], seq=row[3], kind=row[4], name=row[5],
-        status=JobStatus.RUNNING, priority=row[6], input=json.loads(row[7]),
-        result=_loads(row[8]), error=_loads(row[9]), stats=_loads(row[10]) or {},
-        progress=_loads(row[11]) or {}, labels=_loads(row[12]) or {}, parent_id=row[13],
+        status=JobStatus.RUNNING, priority=row[6], input=_fast_loads(row[7]),
+        result=_fast_loads(row[8]), error=_fast_loads(row[9]), stats=_fast_loads(row[10]) or {},
+        progress=_fast_loads(row[11]) or {}, labels=_fast_loads(row[12]) or {},
+        parent_id=row[13],
         attempt=row[14], max_attempts=row[15], run_at=times[row[16]], timeout_s=row[17],
         retention_s=row[18], idempotency_key=row[19], created_at=times[row[20]],
         started_at=started_at, finished_at=_dt(row[21]), updated_at=started_at,
