@@ -371,6 +371,12 @@ def jobdock_ingest(backend: str, path: Path, tmp: Path, run: int,
     if table_job.status.value != "succeeded":
         raise RuntimeError(f"ingest_table failed: {table_job}")
     job_s = (table_job.finished_at - table_job.started_at).total_seconds()
+    # Where the time outside the table job goes: the worker's start and first claim (up
+    # to the parent's start), and the wait from the parent's end to the child's start.
+    assert parent.created_at and parent.started_at and parent.finished_at
+    assert table_job.started_at
+    outside = {"parent_start_s": (parent.started_at - parent.created_at).total_seconds(),
+               "child_wait_s": (table_job.started_at - parent.finished_at).total_seconds()}
     if backend == "postgresql":
         with pg_connect() as conn:
             count = conn.execute(
@@ -381,7 +387,7 @@ def jobdock_ingest(backend: str, path: Path, tmp: Path, run: int,
             count = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
     app.close()
     return {"seconds": elapsed, "job_s": job_s, "count": count, "rss_mb": child["rss_mb"],
-            "result": table_job.result}
+            "result": table_job.result, **outside}
 
 
 # -- the run ------------------------------------------------------------------------------
