@@ -33,7 +33,9 @@ def access(tmp_path: Path) -> Iterator[Access]:
     """The Python side of the CLI's store, to try the keys it prints."""
     run(tmp_path, "migrate")
     store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    yield Access(store)
+    # No key cache: these tests see `jobdock keys revoke` (another process) take
+    # effect at once; the cache's delay is tested in tests/api/test_key_cache.py.
+    yield Access(store, key_cache_s=0)
     store.close()
 
 
