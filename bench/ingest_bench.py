@@ -308,10 +308,14 @@ def run_child(python: str, args: list[str], tmp: Path, env: dict[str, str] | Non
                                 "--pid", str(proc.pid), "--duration", "15", "--format", "raw",
                                 "--rate", "200", "--nonblocking", "--output", str(profile)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if done is not None:
-        deadline = time.monotonic() + TIMEOUT_S
-        while not done() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+    try:
+        if done is not None:
+            deadline = time.monotonic() + TIMEOUT_S
+            while not done() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        # Stopped whatever happens here: a worker left running would claim the jobs of
+        # the next run that uses the same PostgreSQL schema.
         if proc.poll() is None:
             proc.send_signal(15)
     code = proc.wait(TIMEOUT_S)
