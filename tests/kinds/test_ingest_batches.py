@@ -23,6 +23,7 @@ CSV_CASES = {
     "line break in quotes": HEADER + b'1,a,2\n2,"two\nlines",3\n3,c,4\n' * 5,
     "inner quotes": HEADER + b'1,"say ""hi""",2\n2,a"b,3\n',
     "bad quoting": HEADER + b'1,a,2\n2,"a"b,3\n',
+    "doubled quotes and crlf": HEADER + b'1,"say ""hi""",2\r\n2,"""",3\r\n3,"",4',
     "short and long rows": HEADER + b"1,a,2\n2,b\n3,c,4,5\n4,d,5\n" * 5,
     "not utf-8 in a column not read": b"id,x,name,n\n1,\xff,a,2\n",
     "repeated header name": b"id,name,name,n\n1,a,b,2\n",
