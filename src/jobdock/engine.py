@@ -460,19 +460,25 @@ class Engine:
 
     # -- maintenance -------------------------------------------------------
     def maintain(self, now: datetime | None = None) -> MaintenanceReport:
-        """One round of maintenance, run by one process at a time: promote due
-        scheduled jobs, rescue expired leases, purge expired jobs and uploads with
-        their files."""
+        """One round of maintenance: promote due scheduled jobs and rescue expired
+        leases, then, in one process at a time, purge expired jobs and uploads with
+        their files.
+
+        Promotion and rescue are guarded statements (each row re-checked once
+        locked, rows locked elsewhere skipped), safe in any number of processes at
+        once, so every worker runs them: a worker stalled while holding the
+        maintenance lock must not keep the jobs of another stalled worker from
+        being rescued. Only the purges, which delete files, need the lock."""
         report = MaintenanceReport()
+        report.promoted = self.store.job_promote_scheduled(now)
+        rescued = self.store.job_rescue_expired(
+            self.settings.retry_backoff_base_s, self.settings.retry_backoff_max_s, now)
+        report.requeued, report.failed = rescued.requeued, rescued.failed
+        report.canceled = rescued.canceled
         with self.store.maintenance_lock() as held:
             if not held:
                 return report
             report.ran = True
-            report.promoted = self.store.job_promote_scheduled(now)
-            rescued = self.store.job_rescue_expired(
-                self.settings.retry_backoff_base_s, self.settings.retry_backoff_max_s, now)
-            report.requeued, report.failed = rescued.requeued, rescued.failed
-            report.canceled = rescued.canceled
             purged = self.store.job_purge_expired(now)
             for tenant_id, job_id in purged:
                 self.blobs.delete_prefix(f"{tenant_id}/{job_id}")

@@ -366,3 +366,22 @@ def test_maintain_rescues_expired_leases(engine: Engine) -> None:
                                                                + 60))
     assert (report.requeued, report.failed) == (0, 1)
     assert engine.get("default", job.id).status is S.FAILED
+
+
+def test_maintain_rescues_while_another_process_holds_the_lock(engine: Engine,
+                                                               database_url: str) -> None:
+    """A worker stalled inside its maintenance round (holding the lock) must not stop
+    the others from rescuing jobs; only the purges wait for the lock."""
+    job = run(engine, submit(engine))
+    done = run(engine, submit(engine, retention_s=60))
+    assert engine.complete([Completion(done.id, done.attempt, Outcome.SUCCEEDED)])
+    rival = open_store(database_url)
+    try:
+        with rival.maintenance_lock() as held:
+            assert held
+            later = datetime.now(UTC) + timedelta(seconds=engine.settings.lease_s + 120)
+            report = engine.maintain(now=later)
+    finally:
+        rival.close()
+    assert not report.ran and (report.requeued, report.purged) == (1, 0)
+    assert engine.get("default", job.id).status is S.QUEUED
