@@ -154,6 +154,17 @@ def test_schemas_have_their_own_channel_and_lock(pg: PostgresStore,
         other.close()
 
 
+def test_queue_waiter_listens_from_its_creation(pg: PostgresStore) -> None:
+    """A job queued after the waiter was made, before its first wait, wakes it: a
+    worker makes its waiter, claims (nothing yet), then waits."""
+    waiter = pg.queue_waiter()
+    try:
+        pg.job_insert_many([_new()])
+        assert waiter.wait(5) is True
+    finally:
+        waiter.close()
+
+
 def test_large_batch_goes_through_copy_intact(pg: PostgresStore) -> None:
     pg.tenant_create("acme")
     at = datetime.now(UTC).replace(microsecond=0)

@@ -657,6 +657,11 @@ class PostgresQueueWaiter(QueueWaiter):
         self._url = url
         self._conn: psycopg.Connection[Any] | None = None
         self._closed = False
+        # LISTEN before the caller's first claim: a job queued between a claim
+        # that found nothing and a LISTEN issued only then would otherwise wait
+        # a whole poll interval (a parent's first child, spawned at once, did).
+        with suppress(psycopg.Error, StoreError):
+            self._connect(_CONNECT_TIMEOUT_S)
 
     def _connect(self, timeout: float) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
