@@ -57,6 +57,7 @@ from bench.ingest_bench import (
     ROOT,
     TENANT,
     TIMEOUT_S,
+    app_with_upload,
     bench_python,
     generate,
     log,
@@ -64,7 +65,6 @@ from bench.ingest_bench import (
     pg_drop,
     pg_reset,
     run_child,
-    schema_url,
     table,
 )
 from bench.run import snapshot
@@ -88,27 +88,7 @@ def flow_input(upload_id: str, page_size: int) -> dict[str, Any]:
 
 def jobdock_flow(backend: str, path: Path, tmp: Path, run: int, page_size: int,
                  profile: Path | None = None) -> dict[str, Any]:
-    from jobdock import App
-    from jobdock.files import create_upload
-
-    blobs = f"file://{tmp}/blobs{run}"
-    if backend == "sqlite":
-        (tmp / f"run{run}").mkdir()
-        url = f"sqlite:///{tmp}/run{run}/jobs.db"  # tenants' files: run<n>/tenants/
-    else:
-        pg_reset(SCHEMA)
-        pg_drop(f"{SCHEMA}_data_{TENANT}")
-        url = schema_url(SCHEMA)
-    app = App(database_url=url, blob_url=blobs)
-    app.migrate()
-    app.create_tenant(TENANT)
-
-    def chunks() -> Any:
-        with open(path, "rb") as f:
-            while data := f.read(1 << 20):
-                yield data
-
-    upload = create_upload(app.engine, TENANT, path.name, chunks())
+    app, upload, url, blobs = app_with_upload(backend, path, tmp, run, SCHEMA)
     started = time.perf_counter()
     flow = app.submit("flow", flow_input(upload.id, page_size), tenant=TENANT)
     finished: list[float] = []

@@ -327,8 +327,11 @@ def run_child(python: str, args: list[str], tmp: Path, env: dict[str, str] | Non
 
 
 # -- jobdock end to end ---------------------------------------------------------------
-def jobdock_ingest(backend: str, path: Path, tmp: Path, run: int,
-                   profile: Path | None = None) -> dict[str, Any]:
+def app_with_upload(backend: str, path: Path, tmp: Path, run: int,
+                    schema: str) -> tuple[Any, Any, str, str]:
+    """A fresh jobdock App on `backend` (SQLite under tmp/run<n>, or PostgreSQL schema
+    `schema` and its tenant's data area, both emptied) holding `path` as an upload:
+    (app, upload, database URL, blob URL), the URLs for the worker process."""
     from jobdock import App
     from jobdock.files import create_upload
 
@@ -337,9 +340,9 @@ def jobdock_ingest(backend: str, path: Path, tmp: Path, run: int,
         (tmp / f"run{run}").mkdir()
         url = f"sqlite:///{tmp}/run{run}/jobs.db"  # tenants' files: run<n>/tenants/
     else:
-        pg_reset(SCHEMA)
-        pg_drop(f"{SCHEMA}_data_{TENANT}")
-        url = schema_url(SCHEMA)
+        pg_reset(schema)
+        pg_drop(f"{schema}_data_{TENANT}")
+        url = schema_url(schema)
     app = App(database_url=url, blob_url=blobs)
     app.migrate()
     app.create_tenant(TENANT)
@@ -349,7 +352,12 @@ def jobdock_ingest(backend: str, path: Path, tmp: Path, run: int,
             while data := f.read(1 << 20):
                 yield data
 
-    upload = create_upload(app.engine, TENANT, path.name, chunks())
+    return app, create_upload(app.engine, TENANT, path.name, chunks()), url, blobs
+
+
+def jobdock_ingest(backend: str, path: Path, tmp: Path, run: int,
+                   profile: Path | None = None) -> dict[str, Any]:
+    app, upload, url, blobs = app_with_upload(backend, path, tmp, run, SCHEMA)
     started = time.perf_counter()
     parent = app.submit("ingest", {"tables": [{"table_name": TABLE, "primary_key": ["id"],
                                                "columns": COLUMNS, "files": [upload.id]}]},
