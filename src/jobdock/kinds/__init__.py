@@ -39,8 +39,9 @@ BUILTIN: list[tuple[KindSpec, JobFunction]] = [
               " as flow_export and flow_import child jobs."),
      flow),
     (KindSpec("flow_export", input_model=FlowExportInput, labels_of=flow_labels,
-              description="Step 0 of a flow: read the source in pages into records.jsonl;"
-              " counts exported and pages; submits the flow_import step."),
+              description="Step 0 of a flow: read the source in pages into records.arrow"
+              " (a plain CSV upload) or records.jsonl (any other source); counts exported"
+              " and pages; submits the flow_import step."),
      flow_export),
     (KindSpec("flow_import", input_model=FlowImportInput, labels_of=flow_labels,
               description="Step 1 of a flow: map, check and upsert the exported records a"
