@@ -231,7 +231,7 @@ def keys_revoke(
     tenant: TenantFilter = None,
     app_spec: AppSpecOption = None,
 ) -> None:
-    """Revoke an API key: it stops working at once."""
+    """Revoke an API key: refused at once here, and by API processes within JOBDOCK_KEY_CACHE_S."""
     try:
         _, access = _access(app_spec)
         matches = [k for k in access.list_keys(tenant) if key_ref in (k.id, k.prefix)]

@@ -276,7 +276,8 @@ def get_key(key_id: str, principal: Admin, access: AccessDep) -> KeyOut:
 
 
 @router.delete("/keys/{key_id}", response_model=KeyOut,
-               summary="Revoke an API key; it stops working at once")
+               summary="Revoke an API key; refused at once by this API process, by others"
+                       " within JOBDOCK_KEY_CACHE_S")
 def revoke_key(key_id: str, principal: Admin, access: AccessDep) -> KeyOut:
     key = _visible_key(access, principal, key_id)
     return _key_out(access.revoke_key(key.id, key.tenant_id))
