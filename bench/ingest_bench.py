@@ -314,9 +314,9 @@ def run_child(python: str, args: list[str], tmp: Path, env: dict[str, str] | Non
             while not done() and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
     finally:
-        # Stopped whatever happens here: a worker left running would claim the jobs of
-        # the next run that uses the same PostgreSQL schema.
-        if proc.poll() is None:
+        # A worker is stopped whatever happens here: left running, it would claim the jobs
+        # of the next run that uses the same PostgreSQL schema. Other routes end by themselves.
+        if done is not None and proc.poll() is None:
             proc.send_signal(15)
     code = proc.wait(TIMEOUT_S)
     if spy is not None:
