@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -141,12 +143,72 @@ def test_two_loads_of_a_new_table_at_once(tables: Tables) -> None:
         assert second.rejected == 1
     rows = list(tables.rows("default", "n", ["id"]))
     assert [(r["id"], r["name"]) for r in rows] == [(1, "a"), (2, "B"), (3, "C")]
-    if tables.backend == "postgres":  # no staging table is left in the tenant's schema
+    assert _table_names(tables, "default") == ["n"]  # no staging table is left behind
+
+
+def _table_names(tables: Tables, tenant: str) -> list[str]:
+    """Every table in the tenant's data area, staging tables included."""
+    if tables.backend == "postgres":
         from jobdock.store.tables_postgres import PostgresTables
 
         assert isinstance(tables, PostgresTables)
         with tables._connect() as conn:
             names = conn.execute("SELECT table_name FROM information_schema.tables"
-                                 " WHERE table_schema = %s",
-                                 (tables.schema(conn, "default"),)).fetchall()
-        assert names == [("n",)]
+                                 " WHERE table_schema = %s ORDER BY 1",
+                                 (tables.schema(conn, tenant),)).fetchall()
+        return [name for (name,) in names]
+    from jobdock.store.tables_sqlite import SQLiteTables
+
+    assert isinstance(tables, SQLiteTables)
+    if not tables.path(tenant).exists():
+        return []
+    conn = sqlite3.connect(tables.path(tenant))
+    try:
+        names = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
+                             " ORDER BY 1").fetchall()
+    finally:
+        conn.close()
+    return [name for (name,) in names]
+
+
+def test_a_load_of_a_new_table_that_fails_midway_leaves_no_table(tables: Tables) -> None:
+    columns = {"id": "int", "name": "str"}
+    with pytest.raises(RuntimeError), tables.load("default", "t", columns, ["id"]) as load:
+        load.stage([(i, "x") for i in range(1_000)])  # several commits of a stage
+        load.stage_arrow(_arrow([(i, "y") for i in range(500, 2_000)], columns))
+        raise RuntimeError("cancelled")
+    assert _table_names(tables, "default") == []
+    with tables.load("default", "t", columns, ["id"]) as load:
+        load.stage([(1, "again"), (1, "no")])
+        assert load.finish() == (1, 0)
+        assert load.rejected == 1
+    assert _table_names(tables, "default") == ["t"]
+    assert [r["name"] for r in tables.rows("default", "t")] == ["again"]
+
+
+def test_loads_of_one_tenant_in_threads(tables: Tables) -> None:
+    """Loads of new tables, of an existing one and of the same new table, at once: none
+    waits for another to fail, and each counts its own rows."""
+    columns = {"id": "int", "name": "str"}
+    with tables.load("default", "old", columns, ["id"]) as load:
+        load.stage([(i, "old") for i in range(0, 30_000, 2)])
+        load.finish()
+    count = 30_000
+
+    def run(table: str, start: int) -> tuple[int, int, int]:
+        with tables.load("default", table, columns, ["id"]) as load:
+            for low in range(start, start + count, 5_000):  # many short stage calls
+                load.stage((i, table) for i in range(low, low + 5_000))
+            load.stage([(start, "repeat")])
+            inserted, updated = load.finish()
+            return inserted, updated, load.rejected
+
+    jobs = [("a", 0), ("b", 0), ("old", 0), ("same", 0), ("same", 15_000)]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        results = list(pool.map(lambda job: run(*job), jobs))
+    assert results[:3] == [(count, 0, 1), (count, 0, 1), (count // 2, count // 2, 1)]
+    # The two loads of "same" overlap by half: whichever finished second updated that half.
+    assert sorted(results[3:]) == [(count // 2, count // 2, 1), (count, 0, 1)]
+    assert _table_names(tables, "default") == ["a", "b", "old", "same"]
+    assert len(list(tables.rows("default", "same"))) == count + count // 2
+    assert {r["name"] for r in tables.rows("default", "old")} == {"old"}

@@ -1,21 +1,32 @@
 """The data area on SQLite: one database file per tenant, `<db dir>/tenants/<tenant>.db`.
 
-A load stages its rows in a TEMP table of its own connection (batched
-`executemany`, which takes no lock on the tenant's file), then `finish` takes
-the write lock (`BEGIN IMMEDIATE`) only for the DDL and the one upsert. So
-the lock is held for the apply, not while files are read and checked, and
-several tables of one tenant can be read at once.
+A load stages its rows in a table with the load's primary key, and `finish`
+takes the write lock (`BEGIN IMMEDIATE`) only for the DDL and the apply. So
+the lock is held for the apply (and, for a new table, for each batch's short
+commit), not while files are read and checked, and several tables of one
+tenant can be read at once. Rows go in with `INSERT OR IGNORE`: the first row
+of a key stays, later ones are counted as rejected.
 
-The TEMP table has the load's primary key and rows go in with `INSERT OR
-IGNORE`: the first row of a key stays, later ones are counted as rejected.
+- The table exists when the load starts: the stage is a TEMP table of the
+  load's own connection (no lock on the tenant's file), and `finish` upserts
+  it into the table.
+- The table does not exist yet: the stage is a table of the tenant's file
+  under a private name that no table name can take, written a batch per
+  commit, and `finish` renames it to the table's name: the rows are written
+  once. If the table was made meanwhile (another load of it), `finish`
+  upserts the stage into it and drops it in the same commit. A load that ends
+  without `finish` drops it, so a failed load leaves nothing; only a crash of
+  the load's process can leave that table behind (no table name reaches it,
+  and `drop_area` deletes it with the file).
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -33,9 +44,11 @@ _FROM_SQL = {v: k for k, v in SQL_TYPES.items()}
 _BATCH = 50_000
 # Rows of an Arrow batch turned into Python values at once.
 _ARROW_SLICE = 8_192
-# Page cache of the TEMP database (KiB): the staging table's pages while it is written
-# and read back, instead of SQLite's default 2 MB (and a spill to its temporary file).
-_TEMP_CACHE_KIB = 65_536
+# Page cache of the database the stage is in (KiB): the staging table's pages while it
+# is written and read back, instead of SQLite's default 2 MB (and a spill to a file).
+_STAGE_CACHE_KIB = 65_536
+# A new table's stage: '-' is outside table names (tables.NAME), so this one is free.
+_PRIVATE = "jobdock-load-"
 # A load waits this long for another load of the same tenant to apply.
 _BUSY_TIMEOUT_S = 300.0
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -68,6 +81,13 @@ def _describe(conn: sqlite3.Connection, table: str) -> tuple[dict[str, str], lis
     columns = {r[1]: _FROM_SQL.get(str(r[2]).upper(), str(r[2])) for r in info}
     key = [r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])]
     return columns, key
+
+
+def _create(table: str, columns: Mapping[str, str], primary_key: Sequence[str]) -> str:
+    """CREATE TABLE for `table` (qualified and quoted) with these columns and key."""
+    return (f"CREATE TABLE {table} ("
+            + ", ".join(f"{_q(c)} {SQL_TYPES[t]}" for c, t in columns.items())
+            + f", PRIMARY KEY ({', '.join(map(_q, primary_key))}))")
 
 
 @contextmanager
@@ -122,16 +142,23 @@ class SQLiteTables(Tables):
              primary_key: Sequence[str]) -> Iterator[Load]:
         validate(table, columns, primary_key)
         conn = self._connect(tenant)
+        load = None
         try:
             with _translated():
-                conn.execute(f"PRAGMA temp.cache_size = -{_TEMP_CACHE_KIB}")
-                conn.execute("CREATE TEMP TABLE stage ("
-                             + ", ".join(f"{_q(c)} {SQL_TYPES[t]}" for c, t in columns.items())
-                             + f", PRIMARY KEY ({', '.join(map(_q, primary_key))}))")
-            yield _SQLiteLoad(conn, table, dict(columns), list(primary_key))
+                new = not _describe(conn, table)[0]
+                stage = f"main.{_q(_PRIVATE + uuid.uuid4().hex)}" if new else "temp.stage"
+                conn.execute(f"PRAGMA {'main' if new else 'temp'}.cache_size"
+                             f" = -{_STAGE_CACHE_KIB}")
+                conn.execute(_create(stage, columns, primary_key))
+            load = _SQLiteLoad(conn, table, dict(columns), list(primary_key), stage)
+            yield load
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if load is not None and load.private:
+                # Best effort: an error here must not hide the one that ended the load.
+                with suppress(sqlite3.Error):
+                    conn.execute(f"DROP TABLE IF EXISTS {stage}")
             conn.close()
 
     def describe(self, tenant: str, table: str) -> dict[str, str] | None:
@@ -166,15 +193,20 @@ class SQLiteTables(Tables):
 
 
 class _SQLiteLoad(Load):
-    def __init__(self, conn: sqlite3.Connection, table: str,
-                 columns: dict[str, str], primary_key: list[str]) -> None:
+    def __init__(self, conn: sqlite3.Connection, table: str, columns: dict[str, str],
+                 primary_key: list[str], stage: str) -> None:
         self._conn = conn
         self._table = table
         self._columns = columns
         self._key = primary_key
         self._adapters = [_adapt(kind) for kind in columns.values()]
-        self._insert = (f"INSERT OR IGNORE INTO temp.stage"
+        self._stage = stage
+        # The stage is a table of the tenant's file (a new table's), not a TEMP one; until
+        # `finish` renames or drops it.
+        self.private = not stage.startswith("temp.")
+        self._insert = (f"INSERT OR IGNORE INTO {stage}"
                         f" VALUES ({', '.join('?' * len(columns))})")
+        self._staged = 0
         self.rejected = 0
 
     def _adapted(self, rows: Iterable[Row]) -> Iterator[tuple[Any, ...]]:
@@ -219,21 +251,30 @@ class _SQLiteLoad(Load):
         conn = self._conn
         with _translated():
             before = conn.total_changes
-            # The TEMP database only: no lock on the tenant's file is taken here.
-            conn.execute("BEGIN")
+            # A TEMP stage takes no lock on the tenant's file; a private one takes the write
+            # lock for this batch only, so other loads of the tenant wait for a batch at most.
+            conn.execute("BEGIN IMMEDIATE" if self.private else "BEGIN")
             conn.executemany(self._insert, rows)
             conn.execute("COMMIT")
             # INSERT OR IGNORE skipped the rows whose key was staged already.
-            self.rejected += count - (conn.total_changes - before)
+            changed = conn.total_changes - before
+            self._staged += changed
+            self.rejected += count - changed
         return count
 
     def finish(self) -> tuple[int, int]:
         conn, table, columns, key = self._conn, _q(self._table), self._columns, self._key
-        names = ", ".join(map(_q, columns))
+        names, stage = ", ".join(map(_q, columns)), self._stage
         with _translated():
             conn.execute("BEGIN IMMEDIATE")
             existing, existing_key = _describe(conn, self._table)
-            total = conn.execute("SELECT count(*) FROM temp.stage").fetchone()[0]
+            if not existing and self.private:
+                # The rows are in a table of the tenant's file already: give it its name.
+                conn.execute(f"ALTER TABLE {stage} RENAME TO {table}")
+                conn.execute("COMMIT")
+                self.private = False
+                return self._staged, 0
+            total = self._staged
             if existing:
                 conflicts(self._table, existing, existing_key, columns, key)
                 for name, kind in columns.items():
@@ -242,24 +283,25 @@ class _SQLiteLoad(Load):
                                      f" {SQL_TYPES[kind]}")
                 match = " AND ".join(f"m.{_q(c)} = s.{_q(c)}" for c in key)
                 updated = conn.execute(
-                    f"SELECT count(*) FROM temp.stage s WHERE EXISTS"
+                    f"SELECT count(*) FROM {stage} s WHERE EXISTS"
                     f" (SELECT 1 FROM main.{table} m WHERE {match})").fetchone()[0]
                 others = [c for c in columns if c not in key]
                 action = ("DO UPDATE SET " + ", ".join(f"{_q(c)} = excluded.{_q(c)}"
                                                        for c in others)
                           if others else "DO NOTHING")
                 # WHERE true: without it SQLite would read ON CONFLICT as a join clause.
-                conn.execute(f"INSERT INTO main.{table} ({names}) SELECT {names} FROM temp.stage"
+                conn.execute(f"INSERT INTO main.{table} ({names}) SELECT {names} FROM {stage}"
                              f" WHERE true ON CONFLICT ({', '.join(map(_q, key))}) {action}")
             else:
                 # A new table: every staged key (distinct, by the stage's key) is inserted.
-                conn.execute(f"CREATE TABLE main.{table} ("
-                             + ", ".join(f"{_q(c)} {SQL_TYPES[t]}" for c, t in columns.items())
-                             + f", PRIMARY KEY ({', '.join(map(_q, key))}))")
+                conn.execute(_create(f"main.{table}", columns, key))
                 # `SELECT *` from a table of the same columns and key, into an empty one:
                 # SQLite copies the records as they are (its transfer optimisation) rather
                 # than decoding and encoding every value.
-                conn.execute(f"INSERT INTO main.{table} SELECT * FROM temp.stage")
+                conn.execute(f"INSERT INTO main.{table} SELECT * FROM {stage}")
                 updated = 0
+            if self.private:  # the table was made by another load meanwhile
+                conn.execute(f"DROP TABLE {stage}")
             conn.execute("COMMIT")
+            self.private = False
         return total - updated, updated
