@@ -246,6 +246,12 @@ def test_values_postgres_cannot_store_are_invalid_input(pg: PostgresStore) -> No
     assert pg.job_list(JobQuery(tenant_id="default")) == []
 
 
+def test_store_connections_do_not_jit(pg: PostgresStore) -> None:
+    # Compiling a claim's plan once cost 99% of it (see _configure).
+    with pg._conn() as conn:
+        assert conn.execute("SHOW jit").fetchone() == ("off",)
+
+
 def test_times_are_utc_whatever_the_session_time_zone(pg_schema_url: str) -> None:
     url = pg_schema_url.replace("options=", "options=" + quote("-ctimezone=Asia/Kolkata "))
     store = PostgresStore(url)
