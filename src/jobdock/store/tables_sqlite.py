@@ -149,6 +149,12 @@ class SQLiteTables(Tables):
                 stage = f"main.{_q(_PRIVATE + uuid.uuid4().hex)}" if new else "temp.stage"
                 conn.execute(f"PRAGMA {'main' if new else 'temp'}.cache_size"
                              f" = -{_STAGE_CACHE_KIB}")
+                if new:
+                    # No checkpoint after each batch (it would copy to the file and sync
+                    # the pages just written): the WAL keeps the stage until this
+                    # connection closes and checkpoints it once, as it kept the one
+                    # transaction of a copy from TEMP.
+                    conn.execute("PRAGMA wal_autocheckpoint = 0")
                 conn.execute(_create(stage, columns, primary_key))
             load = _SQLiteLoad(conn, table, dict(columns), list(primary_key), stage)
             yield load
