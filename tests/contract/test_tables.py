@@ -53,6 +53,26 @@ def test_unfinished_or_failed_load_keeps_nothing(tables: Tables) -> None:
     assert tables.describe("default", "t") is None
 
 
+def test_a_load_of_only_new_keys_into_a_table(tables: Tables) -> None:
+    with tables.load("default", "t", COLUMNS, ["id"]) as load:
+        load.stage([ROW])
+        load.finish()
+    later = (5, "e", None, False, dt.date(2024, 5, 6), None)
+    with tables.load("default", "t", COLUMNS, ["id"]) as load:
+        load.stage_arrow(_arrow([later, (4, "d", 4.0, True, None, None)], COLUMNS))
+        load.stage([(5, "no", None, None, None, None)])
+        assert load.finish() == (2, 0)
+        assert load.rejected == 1
+    with tables.load("default", "t", {"name": "str", "id": "int"}, ["id"]) as load:
+        load.stage([("f", 6)])  # the table's columns in another order
+        assert load.finish() == (1, 0)
+    rows = list(tables.rows("default", "t", ["id"]))
+    assert [r["id"] for r in rows] == [1, 4, 5, 6]
+    assert [r["name"] for r in rows] == ["a", "d", "e", "f"]
+    assert (rows[2]["score"], bool(rows[2]["ok"]), str(rows[2]["day"])) == (
+        None, False, "2024-05-06")
+
+
 def test_new_columns_are_added_and_changed_types_refused(tables: Tables) -> None:
     with tables.load("default", "t", {"id": "int"}, ["id"]) as load:
         load.stage([(1,)])

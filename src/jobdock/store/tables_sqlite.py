@@ -295,9 +295,15 @@ class _SQLiteLoad(Load):
                 action = ("DO UPDATE SET " + ", ".join(f"{_q(c)} = excluded.{_q(c)}"
                                                        for c in others)
                           if others else "DO NOTHING")
-                # WHERE true: without it SQLite would read ON CONFLICT as a join clause.
-                conn.execute(f"INSERT INTO main.{table} ({names}) SELECT {names} FROM {stage}"
-                             f" WHERE true ON CONFLICT ({', '.join(map(_q, key))}) {action}")
+                if not updated and list(existing) == list(columns):
+                    # Only new keys, and the stage's columns are the table's: the transfer
+                    # of `SELECT *` (see below) where SQLite can, a plain insert otherwise.
+                    conn.execute(f"INSERT INTO main.{table} SELECT * FROM {stage}")
+                else:
+                    # WHERE true: without it SQLite would read ON CONFLICT as a join clause.
+                    conn.execute(f"INSERT INTO main.{table} ({names}) SELECT {names}"
+                                 f" FROM {stage} WHERE true"
+                                 f" ON CONFLICT ({', '.join(map(_q, key))}) {action}")
             else:
                 # A new table: every staged key (distinct, by the stage's key) is inserted.
                 conn.execute(_create(f"main.{table}", columns, key))
