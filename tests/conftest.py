@@ -20,6 +20,7 @@ import pytest
 from jobdock.store import Store, open_store
 
 if TYPE_CHECKING:
+    from jobdock.store.postgres import PostgresStore
     from tests.moto_server import MotoS3
 
 PG_URL = os.environ.get("JOBDOCK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -69,6 +70,19 @@ def pg_schema_url() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def pg(pg_schema_url: str) -> Iterator[PostgresStore]:
+    """A migrated PostgreSQL store in a schema of its own."""
+    from jobdock.store.postgres import PostgresStore
+
+    store = PostgresStore(pg_schema_url)
+    store.migrate()
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 @pytest.fixture

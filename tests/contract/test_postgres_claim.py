@@ -7,28 +7,16 @@ would stop with jobs waiting) or wait for the first one's commit."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-import pytest
 
 from jobdock.ids import new_id
 from jobdock.model import JobStatus, NewJob
 from jobdock.store.postgres import PostgresStore
 
 LEASE_S = 30.0
-
-
-@pytest.fixture
-def pg(pg_schema_url: str) -> Iterator[PostgresStore]:
-    store = PostgresStore(pg_schema_url)
-    store.migrate()
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def _add(pg: PostgresStore, n: int, tenant: str = "default", **fields: Any) -> list[str]:

@@ -62,16 +62,6 @@ def other_schema_url() -> Iterator[str]:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-@pytest.fixture
-def pg(pg_schema_url: str) -> Iterator[PostgresStore]:
-    store = PostgresStore(pg_schema_url)
-    store.migrate()
-    try:
-        yield store
-    finally:
-        store.close()
-
-
 def _schema_of(url: str) -> str:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT current_schema()").fetchone()
