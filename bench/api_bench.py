@@ -43,7 +43,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import random
 import re
 import resource
@@ -100,23 +99,6 @@ def snapshot(ref: str) -> tuple[str, Path]:
 
 
 # -- machine and load ---------------------------------------------------------
-
-
-def machine() -> dict[str, str]:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")),
-               "?")
-    meminfo = Path("/proc/meminfo").read_text().splitlines()
-    mem_kb = next((int(ln.split()[1]) for ln in meminfo if ln.startswith("MemTotal:")), 0)
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "nproc": str(os.cpu_count()),
-        "cpu": cpu,
-        "ram": f"{mem_kb / 1024 / 1024:.1f} GiB",
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "sqlite": __import__("sqlite3").sqlite_version,
-    }
 
 
 def loadavg() -> str:
@@ -1087,7 +1069,7 @@ def main() -> None:
         why = "wrk was not installed" if args.loadgen == "auto" else "--loadgen python"
         loadgen = f"bench/api_loadgen.py (async httpx, its own process; {why})"
     data: dict[str, Any] = {
-        "machine": machine(), "measured": measured, "loadgen": loadgen,
+        "machine": c.machine_facts(), "measured": measured, "loadgen": loadgen,
         "command": " ".join([Path(sys.executable).relative_to(c.ROOT).as_posix()
                              if Path(sys.executable).is_relative_to(c.ROOT) else sys.executable,
                              "-m", "bench.api_bench", *sys.argv[1:]]),

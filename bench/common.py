@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import random
 import signal
 import subprocess
@@ -267,6 +268,23 @@ class RssSampler(threading.Thread):
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_facts() -> dict[str, str]:
+    """The machine a benchmark ran on, for its results: date, cores, CPU, RAM, versions."""
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem_kb = next((int(ln.split()[1]) for ln in meminfo if ln.startswith("MemTotal:")), 0)
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "ram": f"{mem_kb / 1024 / 1024:.1f} GiB",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "sqlite": __import__("sqlite3").sqlite_version,
+    }
 
 
 def machine_busy_s() -> float:

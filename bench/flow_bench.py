@@ -64,7 +64,7 @@ from bench.ingest_bench import (
     pg_connect,
     pg_drop,
     pg_reset,
-    run_child,
+    run_worker,
     table,
 )
 from bench.run import snapshot
@@ -105,9 +105,7 @@ def jobdock_flow(backend: str, path: Path, tmp: Path, run: int, page_size: int,
             return True
         return False
 
-    child = run_child(sys.executable, ["worker", url, blobs], tmp,
-                      env={"JOBDOCK_DATABASE_URL": url, "JOBDOCK_BLOB_URL": blobs},
-                      profile=profile, done=done)
+    child = run_worker(url, blobs, tmp, profile, done)
     found = steps()
     export, imported = found.get("flow_export"), found.get("flow_import")
     if export is None or imported is None or imported.status.value != "succeeded":

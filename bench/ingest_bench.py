@@ -355,6 +355,14 @@ def app_with_upload(backend: str, path: Path, tmp: Path, run: int,
     return app, create_upload(app.engine, TENANT, path.name, chunks()), url, blobs
 
 
+def run_worker(url: str, blobs: str, tmp: Path, profile: Path | None,
+               done: Any) -> dict[str, Any]:
+    """A jobdock worker process on that store (see run_child), stopped once done()."""
+    return run_child(sys.executable, ["worker", url, blobs], tmp,
+                     env={"JOBDOCK_DATABASE_URL": url, "JOBDOCK_BLOB_URL": blobs},
+                     profile=profile, done=done)
+
+
 def jobdock_ingest(backend: str, path: Path, tmp: Path, run: int,
                    profile: Path | None = None) -> dict[str, Any]:
     app, upload, url, blobs = app_with_upload(backend, path, tmp, run, SCHEMA)
@@ -371,9 +379,7 @@ def jobdock_ingest(backend: str, path: Path, tmp: Path, run: int,
             return True
         return False
 
-    child = run_child(sys.executable, ["worker", url, blobs], tmp,
-                      env={"JOBDOCK_DATABASE_URL": url, "JOBDOCK_BLOB_URL": blobs},
-                      profile=profile, done=done)
+    child = run_worker(url, blobs, tmp, profile, done)
     parent = app.get(parent.id, tenant=TENANT)
     kids = app.children(parent.id, tenant=TENANT)
     if parent.status.value != "succeeded" or len(kids) != 1 or not kids[0].terminal:

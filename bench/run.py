@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -49,10 +48,6 @@ COLUMNS = [
 
 
 def machine() -> dict[str, str]:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
-    meminfo = Path("/proc/meminfo").read_text().splitlines()
-    mem_kb = next((int(ln.split()[1]) for ln in meminfo if ln.startswith("MemTotal:")), 0)
     meta = load("meta") or {}
     versions = {}
     for name in ("procrastinate", "pgqueuer", "psycopg", "asyncpg"):
@@ -61,14 +56,8 @@ def machine() -> dict[str, str]:
         except Exception:
             versions[name] = "-"
     return {
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "nproc": str(os.cpu_count()),
-        "cpu": cpu,
-        "ram": f"{mem_kb / 1024 / 1024:.1f} GiB",
-        "kernel": platform.release(),
-        "python": platform.python_version(),
+        **c.machine_facts(),
         "postgresql": c.pg_version(),
-        "sqlite": __import__("sqlite3").sqlite_version,
         "jobdock measured": meta.get("jobdock", "?"),
         **versions,
     }
