@@ -60,7 +60,7 @@ import jobdock.errors as errors
 from jobdock.blobs import blob_key
 from jobdock.engine import SubmitRequest
 from jobdock.ids import new_id
-from jobdock.kinds.ingest import ColumnType, RowChecker, typed_batch
+from jobdock.kinds.ingest import ColumnType, RowChecker, checked_column_names, typed_batch
 from jobdock.kinds.readers import (
     ArrowRows,
     UnreadableFile,
@@ -123,10 +123,7 @@ class ImportSpec(BaseModel):
     @field_validator("columns")
     @classmethod
     def _names(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [name for name in value if not NAME.match(name)]
-        if bad:
-            raise ValueError(f"invalid column name(s) {bad}: use a-z, 0-9 and _, at most 63")
-        return value
+        return checked_column_names(value)
 
     @model_validator(mode="after")
     def _declared(self) -> ImportSpec:

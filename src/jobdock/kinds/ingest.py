@@ -65,6 +65,14 @@ _READ_AHEAD = 2
 
 
 # -- input -------------------------------------------------------------------
+def checked_column_names(columns: dict[str, str]) -> dict[str, str]:
+    """A declaration's columns, or ValueError naming those whose names a table cannot have."""
+    bad = [name for name in columns if not NAME.match(name)]
+    if bad:
+        raise ValueError(f"invalid column name(s) {bad}: use a-z, 0-9 and _, at most 63")
+    return columns
+
+
 class TableSpec(BaseModel):
     table_name: str = Field(description="the table to load: a-z, 0-9 and _, at most 63",
                             pattern=NAME.pattern)
@@ -78,10 +86,7 @@ class TableSpec(BaseModel):
     @field_validator("columns")
     @classmethod
     def _names(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [name for name in value if not NAME.match(name)]
-        if bad:
-            raise ValueError(f"invalid column name(s) {bad}: use a-z, 0-9 and _, at most 63")
-        return value
+        return checked_column_names(value)
 
     @model_validator(mode="after")
     def _key(self) -> TableSpec:
