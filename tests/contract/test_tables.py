@@ -140,6 +140,20 @@ def test_a_repeated_key_keeps_the_first_staged_row(tables: Tables) -> None:
                                                      (4, "four")]
 
 
+def test_the_first_row_of_a_key_wins_among_many_rows(tables: Tables) -> None:
+    """Enough rows that SQLite inserts many per statement: a key repeated within one
+    statement, across statements and among the rows left over keeps its first row."""
+    columns = {"id": "int", "name": "str", "n": "int"}
+    rows = [(i % 700, f"r{i}", i) for i in range(1_000)]  # keys 0..299 come again at 700..
+    rows.insert(6, (5, "right after", -1))
+    with tables.load("default", "t", columns, ["id"]) as load:
+        load.stage(rows[:500])
+        load.stage_arrow(_arrow(rows[500:], columns))
+        assert load.finish() == (700, 0)
+        assert load.rejected == 301
+    assert {r["id"]: r["n"] for r in tables.rows("default", "t")} == {k: k for k in range(700)}
+
+
 def test_a_key_only_table_counts_updates_of_existing_keys(tables: Tables) -> None:
     with tables.load("default", "k", {"a": "str", "b": "int"}, ["a", "b"]) as load:
         load.stage([("x", 1), ("x", 2), ("x", 1)])
