@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import importlib
 import json
 import logging
 import re
@@ -19,9 +20,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
+# pydantic_core's ValidationError is pydantic's; pydantic itself is loaded by the
+# kinds that have an input model, and a worker whose kinds have none never needs it.
+from pydantic_core import ValidationError
 
 import jobdock.errors as errors
 from jobdock.blobs import BlobStore
@@ -46,6 +50,9 @@ from jobdock.model import (
 from jobdock.store import HeartbeatResult, InsertResult, Store
 from jobdock.store.backoff import backoff_s
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
 log = logging.getLogger("jobdock.engine")
 
 MAX_PAGE_SIZE = 1000
@@ -61,7 +68,11 @@ FinishListener = Callable[[Sequence[Job]], None]
 
 @dataclass(frozen=True, slots=True)
 class KindSpec:
-    """What the engine knows of a job kind: its defaults and its input schema."""
+    """What the engine knows of a job kind: its defaults and its input schema.
+
+    A kind may name its input model as "module:attribute" (`input_model_ref`)
+    instead of giving it: the module is imported when the model is first needed
+    (`model()`), so that a process that never meets the kind never loads it."""
 
     name: str
     max_attempts: int = 3
@@ -72,11 +83,27 @@ class KindSpec:
     description: str = ""
     # Labels a job of this kind gets from its (validated) input; given labels win.
     labels_of: Callable[[Any], dict[str, str]] | None = None
+    input_model_ref: str | None = None
+
+    def model(self) -> type[BaseModel] | None:
+        """The input model, imported on first use when the kind names it by reference."""
+        if self.input_model is None and self.input_model_ref is not None:
+            # Kept on the spec: later calls cost one attribute read, as for a given model.
+            object.__setattr__(self, "input_model", imported(self.input_model_ref))
+        return self.input_model
 
     def input_schema(self) -> dict[str, Any]:
-        if self.input_model is None:
+        model = self.model()
+        if model is None:
             return {"type": "object"}
-        return self.input_model.model_json_schema()
+        return model.model_json_schema()
+
+
+@cache
+def imported(ref: str) -> Any:
+    """What "module:attribute" names, importing the module."""
+    module, _, attribute = ref.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 @dataclass(slots=True)
@@ -497,13 +524,14 @@ def upload_prefix(tenant: str, upload_id: str) -> str:
 
 
 def _validated_input(spec: KindSpec, value: Any) -> Any:
-    if spec.input_model is None:
+    model = spec.model()
+    if model is None:
         if not isinstance(value, dict):
             raise errors.InvalidInput(f"input of kind {spec.name!r} must be a JSON object",
                                       [{"field": "input", "message": "expected an object"}])
         return value
     try:
-        return spec.input_model.model_validate(value).model_dump(mode="json")
+        return model.model_validate(value).model_dump(mode="json")
     except ValidationError as exc:
         problems = [{"field": ".".join(str(p) for p in e["loc"]) or "input",
                      "message": e["msg"]} for e in exc.errors()]

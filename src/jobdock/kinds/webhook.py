@@ -19,7 +19,6 @@ from jobdock.webhooks import EVENTS, sign
 from jobdock.worker.context import JobContext
 
 TIMEOUT_S = 10.0
-MAX_ATTEMPTS = 8
 USER_AGENT = "jobdock-webhooks/0.1"
 
 

@@ -226,9 +226,10 @@ class Worker:
     def _input_of(self, job: Job) -> Any:
         """The input as the function declared it: a pydantic model when the kind has one."""
         spec = self.engine.kinds.get(job.kind)
-        if spec is None or spec.input_model is None:
+        model = None if spec is None else spec.model()
+        if model is None:
             return job.input
-        return spec.input_model.model_validate(job.input)
+        return model.model_validate(job.input)
 
     def _finish(self, held: Held, completion: Completion) -> None:
         job_id = held.job.id
