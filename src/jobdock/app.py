@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from jobdock.blobs import open_blobs
 from jobdock.config import Settings
@@ -22,6 +21,9 @@ from jobdock.store import open_store
 from jobdock.webhooks import Webhooks
 from jobdock.worker import Worker, WorkerStats
 from jobdock.worker.runner import ClaimObserver, JobFunction
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 F = TypeVar("F", bound=Callable[..., Any])
 Submission = SubmitRequest | tuple[str, Any] | dict[str, Any]
@@ -208,8 +210,11 @@ def _input_model_of(function: Callable[..., Any]) -> type[BaseModel] | None:
     except NameError:
         return None
     annotation = hints.get(parameters[1].name)
-    if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
-        return annotation
+    # No class is a pydantic model unless pydantic is loaded: an app whose kinds take
+    # plain input never loads it (a worker starts faster and smaller without it).
+    pydantic = sys.modules.get("pydantic")
+    if pydantic and inspect.isclass(annotation) and issubclass(annotation, pydantic.BaseModel):
+        return cast("type[BaseModel]", annotation)
     return None
 
 
