@@ -5,43 +5,21 @@ tenant's data area; read in pages of `page_size`) and an import (a table with it
 columns, their types and a primary key; a mapping of table columns to source
 fields; required columns; records to ignore). It submits a `flow_export` child
 (step 0) and succeeds: like `ingest`, the children are the work and carry the
-state, times and counters that readers (the integrator dialect) show.
+state, times and counters that readers (the integrator dialect) show. The export
+submits the `flow_import` child (step 1), a sibling under the flow job.
 
-The modules of the flow kinds, one concept each: `flow_input` (the input models and
-labels), `flow_export` (step 0), `flow_import` (step 1), `flow_mapping` (mapping and
-checks, a record or a page at once), `flow_errors` (error records, retry data),
-`flow_steps` (what both steps share).
+The modules of the flow kinds, one concept each:
 
-`flow_export` reads the source page by page and writes the records to its artifact:
-`records.arrow` for a plain CSV upload (an Arrow IPC stream, a batch of text columns
-per page), `records.jsonl` (JSON Lines) for any other source; counters `exported` and
-`pages`. A line of an upload that cannot be parsed is an error record (`errors`) and
-is not exported.
-When the whole source is written, it submits the `flow_import` child (step 1, a
-sibling under the flow job; the idempotency key `flow:<flow job>:import` makes a
-retried export find the same import).
+    flow_input    the input models of the three kinds, their labels
+    flow_export   step 0: pages of the source, counters exported and pages
+    flow_upload   an upload as both steps read it (a plain CSV is read by both)
+    flow_import   step 1: pages checked and upserted in loads of whole pages
+    flow_mapping  mapping and checks, a record or a page at once
+    flow_errors   error records of failing records and their retry data
+    flow_steps    what both steps share
 
-`flow_import` reads the exported records page by page. Each record is checked
-against `ignore_if` (every field equal: `ignored`), mapped (column <- source
-field, `mapping` naming the source field of a column when its name differs; a
-dotted name reaches into nested objects), checked for its required columns and
-its declared types (the `ingest` kind's coercion), and the good ones are upserted
-(whole pages per transaction, so a cancel, seen between pages, never leaves half a
-page written); counters `success`, `errors`, `ignored`, `pages` move once their pages
-are committed. A page is first typed at once, column by column with Arrow
-(`typed_batch`, which converts only what the coercion would convert to the same
-value), and such pages are written together, up to 250,000 rows or 1 s of pages per
-load; a page where that fails (a bad record, a missing required value, mixed types
-in a column, a dotted mapping) is checked record by record and written alone.
-Each failing record is an error record whose `record` holds the field, the
-extracted and the mapped record, and whose retry data names a blob of the job
-(`<tenant>/<job>/retry/<retry id>.json`) that holds the extracted record: it can
-be read and corrected (`GET/PUT /v1/jobs/{id}/errors/{error_id}/retry-data`), and
-an errors retry runs the corrected records again as a new `flow_import` job (the
-engine's errors retry: same parent, input plus `records` and `retry_of`).
-
-Within one page (or the pages of one load), records with the same primary key are
-written once: the last one wins, and each counts as a success.
+This module keeps the parent kind and the names other modules import from
+`jobdock.kinds.flow`.
 
 The flow job and its steps are labelled at submit (`KindSpec.labels_of`) with
 `integration_id`, `flow_id`, `export_id` and `import_id` from their input, so lists

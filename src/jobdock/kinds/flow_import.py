@@ -1,14 +1,19 @@
 """Step 1 of a flow, `flow_import`: map, check and upsert the exported records.
 
-`flow_import` reads the exported records page by page. Each record is checked
-against `ignore_if` (every field equal: `ignored`), mapped and checked (see
-`flow_mapping`), and the good ones are upserted (whole pages per transaction, so a
-cancel, seen between pages, never leaves half a page written); counters `success`,
-`errors`, `ignored`, `pages` move once their pages are committed. A page is first
-typed at once, column by column with Arrow, and such pages are written together, up
-to 250,000 rows or 1 s of pages per load; a page where that fails is checked record by
-record and written alone. Each failing record is an error record with retry data
-(see `flow_errors`).
+`flow_import` reads the records page by page: a plain CSV upload itself (in the pages
+its export counts), an artifact of the export, or an errors retry's records. Each
+record is checked against `ignore_if` (every field equal: `ignored`), mapped and
+checked (see `flow_mapping`: a page at once where it can, its failing records one by
+one), and each failing record becomes an error record with retry data (see
+`flow_errors`).
+
+The good rows are upserted in loads of whole pages (`store/tables.py`, one transaction
+each): a load stays open while pages come and is committed after `_LOAD_S` seconds or
+`_LOAD_ROWS` rows, before a page that repeats a key of the load (a later record of a
+key must win, and a load keeps the first), and at the end. So a cancel, seen between
+pages, never leaves half a page written, and the counters `success`, `errors`,
+`ignored`, `pages` move once their pages are committed. Pages read before a failure or
+a cancel are committed (an upsert: running the flow again is safe).
 
 Within one page (or the pages of one load), records with the same primary key are
 written once: the last one wins, and each counts as a success.
@@ -17,44 +22,59 @@ written once: the last one wins, and each counts as a success.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, suppress
 from typing import Any
 
 from jobdock.kinds.flow_errors import record_error, retried_records
-from jobdock.kinds.flow_input import ARROW_ARTIFACT, FlowImportInput, ImportSpec
-from jobdock.kinds.flow_mapping import Mapper, last_of_each_key
+from jobdock.kinds.flow_input import ARROW_ARTIFACT, FlowFailed, FlowImportInput, ImportSpec
+from jobdock.kinds.flow_mapping import Mapper, checked_page
 from jobdock.kinds.flow_steps import pages, reset_counters
-from jobdock.store.tables import Tables, open_tables
+from jobdock.kinds.flow_upload import csv_header, text_pages, upload_items
+from jobdock.store.tables import Load, Tables, open_tables
 from jobdock.worker.context import JobContext
+
+# A load is committed after this many seconds or rows: the counters move then, and
+# its keys (a Python set, to tell a repeated key) stay in memory until then. Each
+# load has a cost of its own (an apply into the table; on SQLite and PostgreSQL the
+# first load of a new table becomes the table instead), so fewer is faster.
+_LOAD_S = 3.0
+_LOAD_ROWS = 1_000_000
+_STAGE_ROWS = 10_000  # rows handed to the load at once
+# Arrow pages smaller than this are checked several at once: the checks cost about a
+# millisecond a call, which pages of 100 records would pay each. Pages checked together
+# are written together (whole pages), and their records in order, as one by one.
+_MERGE_ROWS = 10_000
 
 
 def flow_import(ctx: JobContext, input: FlowImportInput) -> dict[str, Any]:
     reset_counters(ctx)
     spec = input.import_
-    tenant = ctx.job.tenant_id
     tables = open_tables(ctx.engine.settings.database_url)
     try:
-        tables.check(tenant, spec.table, dict(spec.columns), spec.primary_key)  # fail early
+        tables.check(ctx.job.tenant_id, spec.table, dict(spec.columns), spec.primary_key)
         mapper = Mapper(spec)
-        group = _Group(ctx, tables, spec, mapper)
+        loads = _Loads(ctx, tables, spec, mapper.checker.key_positions)
         try:
             for page, merged in _import_pages(ctx, input):
                 # Between pages only: a page is written whole or not at all.
                 ctx.raise_if_cancelled()
-                size, batch, rows, failed, ignored = _import_page(ctx, mapper, page)
-                counts = {"success": size - failed - ignored, "errors": failed,
-                          "ignored": ignored, "pages": merged}
-                if batch is not None:
-                    group.add(batch, size, counts)
-                else:  # the pages before it go first: a later record of a key wins
-                    group.flush()
-                    if rows:
-                        _write(tables, tenant, spec, rows=rows.values())
-                    group.count(size, counts)
-            group.flush()
+                size = len(page) if isinstance(page, list) else page.num_rows
+                batch, failures, ignored = checked_page(mapper, page)
+                for record, problem in failures:
+                    record_error(ctx, record, mapper.mapped(record), problem)
+                loads.add(batch, size, {"success": size - len(failures) - ignored,
+                                        "errors": len(failures), "ignored": ignored,
+                                        "pages": merged})
+            loads.commit()
         except Exception:
-            group.flush()  # the pages read whole before a cancel or a failure stay written
+            # The pages read whole before a cancel or a failure stay written, unless the
+            # load itself failed: then the error that ended the import is the one told.
+            with suppress(Exception):
+                loads.commit()
+            loads.abandon()
             raise
     finally:
         tables.close()
@@ -63,121 +83,90 @@ def flow_import(ctx: JobContext, input: FlowImportInput) -> dict[str, Any]:
                                     for k in ("success", "errors", "ignored", "pages")}}
 
 
-# Pages typed at once are written together, in one load of up to this many rows or
-# pages read in this many seconds: each load's apply has a cost of its own (about
-# 0.1 s on PostgreSQL), which pages of a few hundred records would pay each.
-_GROUP_ROWS = 250_000
-_GROUP_S = 1.0
-_STAGE_ROWS = 10_000  # rows handed to the load at once
-
-
-class _Group:
-    """Pages typed at once and not written yet; their counters move once they are."""
+class _Loads:
+    """The open load of the import's table, its keys, and the counters of its pages."""
 
     def __init__(self, ctx: JobContext, tables: Tables, spec: ImportSpec,
-                 mapper: Mapper) -> None:
-        self.ctx, self.tables, self.spec, self.mapper = ctx, tables, spec, mapper
-        self.batches: list[Any] = []
-        self.size = 0
+                 key_positions: list[int]) -> None:
+        self.ctx, self.tables, self.spec, self.key_positions = ctx, tables, spec, key_positions
+        self.stack: ExitStack | None = None
+        self.load: Load | None = None
+        self.keys: set[Any] = set()
+        self.rows = 0
         self.counts: dict[str, int] = {}
         self.started = time.monotonic()
-        self.done = 0
+        self.read = 0
 
-    def add(self, batch: Any, size: int, counts: dict[str, int]) -> None:
-        if batch.num_rows:
-            self.batches.append(batch)
-        self.size += size
+    def add(self, batch: Any | None, size: int, counts: dict[str, int]) -> None:
+        """Stage a page's good rows (its last record of each key); commit when due."""
+        if batch is not None and batch.num_rows:
+            keys = self._keys(batch)
+            if not self.keys.isdisjoint(keys):
+                self.commit()  # the page's records must win over the load's
+            for start in range(0, batch.num_rows, _STAGE_ROWS):
+                self._open().stage_arrow(batch.slice(start, _STAGE_ROWS))
+            self.keys.update(keys)
+            self.rows += batch.num_rows
+        self.read += size
+        self.ctx.progress(self.read, None, "importing")  # read; the counters: committed
         for name, value in counts.items():
             self.counts[name] = self.counts.get(name, 0) + value
-        if (sum(b.num_rows for b in self.batches) >= _GROUP_ROWS
-                or time.monotonic() - self.started >= _GROUP_S):
-            self.flush()
+        if self.rows >= _LOAD_ROWS or time.monotonic() - self.started >= _LOAD_S:
+            self.commit()
 
-    def flush(self) -> None:
-        """Write the pages (the last record of a key wins, as page after page would)."""
-        batches, size, counts = self.batches, self.size, self.counts
-        self.batches, self.size, self.counts = [], 0, {}
-        self.started = time.monotonic()
-        if batches:
-            import pyarrow as pa
+    def _keys(self, batch: Any) -> set[Any]:
+        columns = [batch.column(i).to_pylist() for i in self.key_positions]
+        return set(columns[0] if len(columns) == 1 else zip(*columns, strict=True))
 
-            table = last_of_each_key(pa.Table.from_batches(batches),
-                                      self.mapper.checker.key_positions)
-            _write(self.tables, self.ctx.job.tenant_id, self.spec, arrow=table)
-        if counts:
-            self.count(size, counts)
+    def _open(self) -> Load:
+        if self.load is None:
+            stack = ExitStack()
+            spec = self.spec
+            self.load = stack.enter_context(self.tables.load(
+                self.ctx.job.tenant_id, spec.table, dict(spec.columns), spec.primary_key))
+            self.stack = stack
+        return self.load
 
-    def count(self, size: int, counts: dict[str, int]) -> None:
-        self.done += size
-        self.ctx.count(**counts)
-        self.ctx.progress(self.done, None, "importing")
+    def commit(self) -> None:
+        """Apply the open load (if any), then move the counters of its pages."""
+        if self.load is not None:
+            load, stack = self.load, self.stack
+            self.load = self.stack = None
+            assert stack is not None
+            try:
+                load.finish()
+            except BaseException:
+                stack.__exit__(*sys.exc_info())
+                raise
+            stack.close()
+        self.keys, self.rows, self.started = set(), 0, time.monotonic()
+        if self.counts:
+            self.ctx.count(**self.counts)
+            self.counts = {}
 
-
-def _write(tables: Tables, tenant: str, spec: ImportSpec, *,
-           rows: Iterable[tuple[Any, ...]] = (), arrow: Any = None) -> None:
-    """One load of the import's table: rows (or an Arrow table) applied in one commit."""
-    with tables.load(tenant, spec.table, dict(spec.columns), spec.primary_key) as load:
-        if arrow is not None:
-            # In slices: a load may convert a whole batch to Python values at once.
-            for batch in arrow.to_batches(max_chunksize=_STAGE_ROWS):
-                load.stage_arrow(batch)
-        else:
-            load.stage(rows)
-        load.finish()
-
-
-def _import_page(ctx: JobContext, mapper: Mapper, page: Any) -> tuple[
-        int, Any, dict[Any, tuple[Any, ...]], int, int]:
-    """A page's good rows, as an Arrow batch typed at once or (when a record fails) by
-    key, with the numbers of its records, failing ones (each an error record) and
-    ignored ones."""
-    if not isinstance(page, list):  # Arrow text columns, from a CSV
-        kept = mapper.not_ignored(page)
-        batch = mapper.typed_columns(kept)
-        if batch is not None:
-            return page.num_rows, batch, {}, 0, page.num_rows - kept.num_rows
-        page = page.to_pylist()
-    records = [r for r in page if not mapper.ignored(r)] if mapper.ignore_if else page
-    ignored = len(page) - len(records)
-    batch = mapper.typed_page(records)
-    if batch is not None:
-        return len(page), batch, {}, 0, ignored
-    rows, failed = _checked_rows(ctx, mapper, records)
-    return len(page), None, rows, failed, ignored
-
-
-def _checked_rows(ctx: JobContext, mapper: Mapper, records: list[Any]) -> tuple[
-        dict[Any, tuple[Any, ...]], int]:
-    """The rows of a page's good records by key (the last of a key wins), and the number
-    of failing records; each failing one becomes an error record."""
-    rows: dict[Any, tuple[Any, ...]] = {}
-    key_of = mapper.checker.key_of
-    failed = 0
-    for record in records:
-        row, problem = mapper.check(record)
-        if problem is not None or row is None:
-            failed += 1
-            record_error(ctx, record, mapper.mapped(record), problem or ("", "", ""))
-            continue
-        rows[key_of(row)] = row
-    return rows, failed
+    def abandon(self) -> None:
+        """Roll back the open load, if any (after a failure)."""
+        stack, self.load, self.stack = self.stack, None, None
+        if stack is not None:
+            stack.__exit__(*sys.exc_info())
 
 
 def _import_pages(ctx: JobContext, input: FlowImportInput) -> Iterator[tuple[Any, int]]:
     """The records to import, a page of `page_size` at a time (a list of records, or an
-    Arrow batch of text columns from an export's `records.arrow`), each with the number
-    of pages it is: small Arrow pages come several at once, checked together."""
+    Arrow batch of text columns from a CSV), each with the number of pages it is: small
+    Arrow pages come several at once, checked together."""
     if input.records is not None:
         for page in pages(retried_records(ctx, input.records), input.page_size):
             yield page, 1
+        return
+    if input.source_upload is not None:
+        yield from _merged(_upload_pages(ctx, input.source_upload, input.page_size))
         return
     if (input.source_blob or "").endswith(ARROW_ARTIFACT):
         import pyarrow as pa
 
         with ctx.open(input.source_blob or "") as raw:
-            for batches in _pages_of_rows(pa.ipc.open_stream(raw), _MERGE_ROWS):
-                whole = pa.Table.from_batches(batches).combine_chunks()
-                yield whole.to_batches()[0], len(batches)
+            yield from _merged(pa.ipc.open_stream(raw))
         return
     with ctx.open(input.source_blob or "") as raw:
         for lines in pages((line for line in raw if line.strip()), input.page_size):
@@ -185,21 +174,35 @@ def _import_pages(ctx: JobContext, input: FlowImportInput) -> Iterator[tuple[Any
             yield json.loads(b"[" + b",".join(lines) + b"]"), 1
 
 
-# Arrow pages smaller than this are checked several at once: the checks cost about a
-# millisecond a call, which pages of 100 records would pay each. Pages checked together
-# are written together (whole pages), and their records in order, as one by one.
-_MERGE_ROWS = 10_000
+def _upload_pages(ctx: JobContext, upload_id: str, page_size: int) -> Iterator[Any]:
+    """A plain CSV upload's pages, as its export counts them (its bad lines, which the
+    export records, are passed over)."""
+    header = csv_header(ctx, upload_id)
+    if not header:  # the export found a plain CSV: it changed since
+        raise FlowFailed(f"upload {upload_id!r} is no longer a plain CSV")
+    yield from text_pages(upload_items(ctx, upload_id, header, report=False), page_size)
 
 
-def _pages_of_rows(batches: Iterable[Any], rows: int) -> Iterator[list[Any]]:
-    """Consecutive batches gathered until they hold at least `rows` rows."""
+def _merged(batches: Iterable[Any]) -> Iterator[tuple[Any, int]]:
+    """Arrow pages (tables or batches) gathered until they hold `_MERGE_ROWS` rows, each
+    gathering as one batch with the number of pages in it."""
+
     gathered: list[Any] = []
     count = 0
     for batch in batches:
         gathered.append(batch)
         count += batch.num_rows
-        if count >= rows:
-            yield gathered
+        if count >= _MERGE_ROWS:
+            yield _one_batch(gathered), len(gathered)
             gathered, count = [], 0
     if gathered:
-        yield gathered
+        yield _one_batch(gathered), len(gathered)
+
+
+def _one_batch(pieces: list[Any]) -> Any:
+    import pyarrow as pa
+
+    tables = [p if isinstance(p, pa.Table) else pa.Table.from_batches([p]) for p in pieces]
+    whole = pa.concat_tables(tables).combine_chunks()
+    batches = whole.to_batches()
+    return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=whole.schema)

@@ -1,8 +1,9 @@
 """The input of the flow kinds (`flow`, `flow_export`, `flow_import`) and their labels.
 
-These models are also the contract between the steps: the export hands the import
-its records as `source_blob` (an artifact named `ARROW_ARTIFACT` or
-`RECORDS_ARTIFACT`), an errors retry hands it `records`.
+These models are also the contract between the steps: the export names the records
+of the import, a plain CSV upload that the import reads itself (`source_upload`) or
+an artifact of the export (`source_blob`: `RECORDS_ARTIFACT`, or `ARROW_ARTIFACT`
+from an export of an earlier version); an errors retry gives `records`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from jobdock.kinds.ingest import ColumnType, checked_column_names
 from jobdock.store.tables import NAME
 
 RECORDS_ARTIFACT = "records.jsonl"
-ARROW_ARTIFACT = "records.arrow"  # a CSV source's records: an Arrow IPC stream
+# A CSV source's records as an Arrow IPC stream, as earlier exports wrote them: an
+# import submitted by such an export still reads it.
+ARROW_ARTIFACT = "records.arrow"
 MAX_PAGE_SIZE = 10_000
 
 
@@ -99,14 +102,17 @@ class FlowImportInput(_ByAlias):
     import_: ImportSpec = Field(alias="import")
     page_size: int = Field(100, ge=1, le=MAX_PAGE_SIZE)
     source_blob: str | None = Field(None, description="the export's records (JSON Lines)")
+    source_upload: str | None = Field(None, description="a plain CSV upload whose records"
+                                      " the import reads itself (its export counts them)")
     records: list[Any] | None = Field(None, description="records to import instead of the"
                                       " export's (an errors retry: their retry data)")
     retry_of: str | None = None
 
     @model_validator(mode="after")
     def _source(self) -> FlowImportInput:
-        if self.source_blob is None and self.records is None:
-            raise ValueError("name the export's records (source_blob) or give records")
+        if self.source_blob is None and self.source_upload is None and self.records is None:
+            raise ValueError("name the export's records (source_blob or source_upload) or"
+                             " give records")
         return self
 
 

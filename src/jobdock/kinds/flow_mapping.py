@@ -1,15 +1,38 @@
 """How a flow's import maps an extracted record to the table's columns and checks it,
 a record at a time (`Mapper.check`) or a page at once with Arrow (`typed_columns`,
-`typed_page`: only where that gives exactly what the record check gives)."""
+`typed_page`: only where that gives exactly what the record check gives).
+
+`checked_page` does both for a page: it types the page at once; when that fails, it
+sets apart the records that cheap tests on whole columns find suspect (a missing
+required value, text of the wrong shape for its type, ...), types the others at once
+(halves of them, down to small pieces, should one still fail) and checks the suspect
+ones record by record. So a page with a few failing records keeps most of the speed,
+and every record is either a row exactly as `check` makes it or an error with
+`check`'s problem.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from typing import Any
 
 from jobdock.kinds.flow_input import ImportSpec
-from jobdock.kinds.ingest import RowChecker, typed_batch
+from jobdock.kinds.ingest import _FALSE, _TRUE, RowChecker, typed_batch
+from jobdock.store.tables import ARROW_TYPES
 
 Problem = tuple[str, str, str]  # (column, reason, code)
+# Pieces of a page this small are checked record by record rather than split again.
+_ONE_BY_ONE = 256
+# The text a value of each type has when it is not suspect (a filter only: the
+# conversion at once and the record check decide).
+_SHAPES = {
+    "int": r"^[+-]?[0-9]+$",
+    "float": r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$",
+    "date": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+    "datetime": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?"
+                r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$",
+}
 
 
 class Mapper:
@@ -121,8 +144,172 @@ class Mapper:
         return self._typed(pa.RecordBatch.from_arrays(arrays, names=list(self.sources)))
 
     def _typed(self, mapped: Any) -> Any | None:
-        batch = typed_batch(mapped, self.checker)
-        return None if batch is None else last_of_each_key(batch, self.checker.key_positions)
+        return typed_batch(mapped, self.checker)
+
+    def suspects(self, page: Any) -> Any:
+        """Which records of a page of Arrow text columns cheap tests on whole columns
+        cannot pass: a missing required or key value, text of the wrong shape for its
+        column's type, a NUL in text (an Arrow array of booleans)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        names = page.schema.names
+        bad = pa.array([False] * page.num_rows)
+        for (column, source), kind in zip(self.sources.items(), self.checker.kinds,
+                                          strict=True):
+            needed = column in self.required or column in self.checker.key_set
+            if source not in names:
+                if needed:
+                    return pa.array([True] * page.num_rows)
+                continue
+            values = page.column(names.index(source))
+            if not pa.types.is_string(values.type):
+                continue
+            test = pc.is_null(values) if needed else pa.array([False] * page.num_rows)
+            if needed and (kind == "str" or column in self.required):
+                test = pc.or_(test, pc.equal(values, ""))
+            if kind in _SHAPES:
+                test = pc.or_kleene(test, pc.invert(pc.match_substring_regex(
+                    values, _SHAPES[kind])))
+            elif kind == "str":
+                test = pc.or_kleene(test, pc.match_substring(values, "\x00"))
+            else:  # bool
+                test = pc.or_kleene(test, pc.invert(pc.is_in(
+                    pc.utf8_lower(values), value_set=pa.array(sorted(_TRUE | _FALSE)))))
+            bad = pc.or_(bad, pc.fill_null(test, False))
+        return bad
+
+    def suspect_records(self, records: list[dict[str, Any]]) -> list[bool]:
+        """Which records a cheap test per column cannot pass: a missing required or key
+        value, or a value whose Python type is not the one most of the column has (which
+        `typed_page` could not type at once)."""
+        bad = [False] * len(records)
+        for column, source in self.sources.items():
+            needed = column in self.required or column in self.checker.key_set
+            values = [record.get(source) for record in records]
+            kinds = Counter(type(v) for v in values if v is not None)
+            usual = kinds.most_common(1)[0][0] if kinds else None
+            for i, value in enumerate(values):
+                if value is None:
+                    bad[i] = bad[i] or needed
+                elif type(value) is not usual or (value == "" and column in self.required):
+                    bad[i] = True
+        return bad
+
+
+Failure = tuple[dict[str, Any], Problem]  # a failing record and what keeps it out
+
+
+@dataclasses.dataclass
+class _Checked:
+    """What the pieces of a page gave: typed batches and the rows of records checked one
+    by one, each with the positions of its records in the page, and the failures."""
+
+    batches: list[tuple[Any, list[int]]] = dataclasses.field(default_factory=list)
+    rows: list[tuple[int, tuple[Any, ...]]] = dataclasses.field(default_factory=list)
+    failures: list[tuple[int, Failure]] = dataclasses.field(default_factory=list)
+
+
+def checked_page(mapper: Mapper, page: Any) -> tuple[Any | None, list[Failure], int]:
+    """A page's good records as one Arrow batch of the table's columns (a key's last
+    record only; None when there is none), its failing records in order, and the number
+    of ignored ones. `page`: an Arrow batch of text columns (a CSV's) or a list of
+    records."""
+    import pyarrow.compute as pc
+
+    if isinstance(page, list):
+        kept: Any = [r for r in page if not mapper.ignored(r)] if mapper.ignore_if else page
+        ignored, count = len(page) - len(kept), len(kept)
+        typed = mapper.typed_page(kept)
+    else:
+        kept = mapper.not_ignored(page)
+        ignored, count = page.num_rows - kept.num_rows, kept.num_rows
+        typed = mapper.typed_columns(kept)
+    if typed is not None or not count:
+        return _last(mapper, typed), [], ignored
+    out = _Checked()
+    if not mapper.plain:
+        _one_by_one(mapper, _records(kept), list(range(count)), out)
+    elif isinstance(kept, list):
+        flags = mapper.suspect_records(kept)
+        _one_by_one(mapper, [r for r, b in zip(kept, flags, strict=True) if b],
+                    [i for i, b in enumerate(flags) if b], out)
+        _split(mapper, [r for r, b in zip(kept, flags, strict=True) if not b],
+               [i for i, b in enumerate(flags) if not b], out)
+    else:
+        suspect = mapper.suspects(kept)
+        flags = suspect.to_pylist()
+        _one_by_one(mapper, kept.filter(suspect).to_pylist(),
+                    [i for i, b in enumerate(flags) if b], out)
+        _split(mapper, kept.filter(pc.invert(suspect)),
+               [i for i, b in enumerate(flags) if not b], out)
+    failures = [f for _, f in sorted(out.failures, key=lambda f: f[0])]
+    return _joined(mapper, out), failures, ignored
+
+
+def _records(page: Any) -> list[dict[str, Any]]:
+    return page if isinstance(page, list) else list(page.to_pylist())
+
+
+def _split(mapper: Mapper, piece: Any, where: list[int], out: _Checked) -> None:
+    """Type `piece` (records, or an Arrow batch of text columns) at once, or its halves
+    when that fails, down to pieces checked record by record."""
+    if not where:
+        return
+    arrow = not isinstance(piece, list)
+    typed = mapper.typed_columns(piece) if arrow else mapper.typed_page(piece)
+    if typed is not None:
+        out.batches.append((typed, where))
+        return
+    if len(where) <= _ONE_BY_ONE or not mapper.plain:
+        _one_by_one(mapper, _records(piece), where, out)
+        return
+    half = len(where) // 2
+    _split(mapper, piece.slice(0, half) if arrow else piece[:half], where[:half], out)
+    _split(mapper, piece.slice(half) if arrow else piece[half:], where[half:], out)
+
+
+def _one_by_one(mapper: Mapper, records: list[dict[str, Any]], where: list[int],
+                out: _Checked) -> None:
+    for position, record in zip(where, records, strict=True):
+        row, problem = mapper.check(record)
+        if problem is not None or row is None:
+            out.failures.append((position, (record, problem or ("", "", ""))))
+        else:
+            out.rows.append((position, row))
+
+
+def _joined(mapper: Mapper, out: _Checked) -> Any | None:
+    """The good rows of a page's pieces in one batch, in the page's order."""
+    import pyarrow as pa
+
+    batches = [batch for batch, _ in out.batches]
+    where = [p for _, positions in out.batches for p in positions]
+    if out.rows:
+        schema = _schema(mapper)
+        columns = list(zip(*(row for _, row in out.rows), strict=True))
+        batches.append(pa.RecordBatch.from_arrays(
+            [pa.array(values, type=schema.field(i).type) for i, values in enumerate(columns)],
+            schema=schema))
+        where.extend(p for p, _ in out.rows)
+    if not batches:
+        return None
+    table = pa.Table.from_batches(batches).combine_chunks()
+    order = sorted(range(len(where)), key=where.__getitem__)
+    return _last(mapper, table.take(order).to_batches()[0])
+
+
+def _schema(mapper: Mapper) -> Any:
+    import pyarrow as pa
+
+    checker = mapper.checker
+    return pa.schema([(name, pa.timestamp("us", tz="UTC") if kind == "datetime"
+                       else pa.type_for_alias(ARROW_TYPES[kind]))
+                      for name, kind in zip(checker.names, checker.kinds, strict=True)])
+
+
+def _last(mapper: Mapper, batch: Any | None) -> Any | None:
+    return None if batch is None else last_of_each_key(batch, mapper.checker.key_positions)
 
 
 def last_of_each_key(batch: Any, key_positions: list[int]) -> Any:
