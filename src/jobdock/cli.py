@@ -1,55 +1,35 @@
-"""The `jobdock` command line."""
+"""The `jobdock` command line: its entry point, and `jobdock worker`'s work.
+
+`jobdock worker` whose options are all plain and valid runs from here without
+typer, whose import and handling of parameters (through pydantic) cost each
+worker process about 60 ms of CPU and 8 MB at start. Every other command, --help, and any
+worker option not read here (unknown, mistyped or out of range) go to the full
+command line in jobdock.cli_commands, which answers them as before.
+"""
 
 from __future__ import annotations
 
 import gc
 import importlib
-import json
 import logging
 import os
 import signal
 import sys
-from dataclasses import asdict
-from datetime import datetime
-from functools import cache
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any, Optional
-
-import typer
+from typing import Any
 
 from jobdock.app import App
-from jobdock.cli_admin import apps_cli, keys_cli
-from jobdock.errors import JobdockError
-from jobdock.model import Job
 from jobdock.worker.processes import Supervisor
 
-if TYPE_CHECKING:
-    from rich.console import Console
-
-cli = typer.Typer(help="jobdock: durable asynchronous jobs that people can watch.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
-tenants_cli = typer.Typer(help="Create and list tenants.", no_args_is_help=True)
-cli.add_typer(tenants_cli, name="tenants")
-cli.add_typer(apps_cli, name="apps")
-cli.add_typer(keys_cli, name="keys")
+# `jobdock worker`'s options that take a value, and their defaults (see cli_commands).
+_VALUE_OPTIONS = {"--app": str, "--concurrency": int, "--processes": int, "--log-level": str}
 
 
-@cache
-def _console(stderr: bool = False) -> Console:
-    """rich's console, made on first use: `jobdock worker` prints nothing with it, and
-    importing rich would cost each worker process start-up time and memory."""
-    from rich.console import Console
-
-    return Console(stderr=stderr)
+class AppNotLoaded(Exception):
+    """--app names a module that cannot be imported, or something that is not an App."""
 
 
-AppOption = Annotated[Optional[str], typer.Option(  # noqa: UP045 - typer needs Optional
-    "--app", envvar="JOBDOCK_APP",
-    help="module:attribute of your App (e.g. mymodule:app); built-in kinds only when omitted.")]
-TenantOption = Annotated[str, typer.Option("--tenant", "-t", help="tenant that owns the job")]
-
-
-def load_app(spec: str | None) -> App:
+def import_app(spec: str | None) -> App:
     """Import `module:attribute` and return the App it names (the built-in App when None)."""
     if not spec:
         return App()
@@ -58,54 +38,40 @@ def load_app(spec: str | None) -> App:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise typer.BadParameter(f"cannot import {module_name!r}: {exc}",
-                                 param_hint="--app") from exc
+        raise AppNotLoaded(f"cannot import {module_name!r}: {exc}") from exc
     app = getattr(module, attribute or "app", None)
     if not isinstance(app, App):
-        raise typer.BadParameter(f"{spec!r} is not a jobdock App (expected module:attribute)",
-                                 param_hint="--app")
+        raise AppNotLoaded(f"{spec!r} is not a jobdock App (expected module:attribute)")
     return app
 
 
-def _job_json(job: Job) -> str:
-    return json.dumps(asdict(job), default=_json_default, indent=2)
+def load_app(spec: str | None) -> App:
+    """import_app for a command: a bad --app is a usage error, told as such."""
+    try:
+        return import_app(spec)
+    except AppNotLoaded as exc:
+        import typer
+
+        raise typer.BadParameter(str(exc), param_hint="--app") from exc.__cause__
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
-def _fail(exc: JobdockError) -> None:
-    _console(stderr=True).print(f"[red]error:[/red] {exc.message}")
-    raise typer.Exit(2)
-
-
-@cli.command()
-def migrate(app: AppOption = None) -> None:
-    """Apply pending database migrations (safe to run twice and concurrently)."""
-    applied = load_app(app).migrate()
-    _console().print(f"applied migrations: {applied}" if applied else "database is up to date")
-
-
-@cli.command()
-def worker(
-    app: AppOption = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="jobs run at once per process")] = 8,
-    processes: Annotated[int, typer.Option(min=1, help="worker processes to run")] = 1,
-    burst: Annotated[bool, typer.Option(help="exit when nothing is left to do")] = False,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
-) -> None:
-    """Run workers for an app's job kinds (the built-in kinds are always included)."""
-    logging.basicConfig(level=log_level.upper(),
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(),
                         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
-    if processes > 1:
-        args = ["--concurrency", str(concurrency), "--log-level", log_level]
-        if app:
-            args += ["--app", app]
-        raise typer.Exit(Supervisor(args, processes, burst).run())
-    the_worker = load_app(app).worker(concurrency=concurrency, burst=burst)
+
+
+def supervise(app: str | None, concurrency: int, processes: int, burst: bool,
+              log_level: str) -> int:
+    """Run `processes` single-process workers under a supervisor; its exit status."""
+    args = ["--concurrency", str(concurrency), "--log-level", log_level]
+    if app:
+        args += ["--app", app]
+    return Supervisor(args, processes, burst).run()
+
+
+def work(app: App, concurrency: int, burst: bool) -> None:
+    """Run one worker in this process until a signal (or, with burst, until no job is left)."""
+    the_worker = app.worker(concurrency=concurrency, burst=burst)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if the_worker._stopping.is_set():
@@ -122,174 +88,53 @@ def worker(
     logging.getLogger("jobdock.worker").info("worker stopped: %s", stats)
 
 
-@cli.command()
-def serve(
-    app: AppOption = None,
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 8750,
-    workers: Annotated[int, typer.Option(
-        min=0, help="embedded worker threads running jobs; 0 when `jobdock worker` processes"
-        " run them")] = 4,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
-    access_log: Annotated[bool, typer.Option(
-        help="log every request (uvicorn's access log; /metrics counts them either way)")]
-        = False,
-) -> None:
-    """Serve the HTTP API (migrations are applied at start)."""
-    import uvicorn
+def plain_worker_options(argv: list[str]) -> dict[str, Any] | None:
+    """The options of `jobdock worker ...` when each is one of its own, given a valid
+    value; None for any other command line, left to the full one."""
+    if not argv or argv[0] != "worker":
+        return None
+    options: dict[str, Any] = {"app": os.environ.get("JOBDOCK_APP") or None, "concurrency": 8,
+                               "processes": 1, "burst": False, "log_level": "INFO"}
+    rest = iter(argv[1:])
+    for arg in rest:
+        if arg in ("--burst", "--no-burst"):
+            options["burst"] = arg == "--burst"
+            continue
+        name, equals, value = arg.partition("=")
+        kind = _VALUE_OPTIONS.get(name)
+        if not equals:
+            value = next(rest, "-")
+        if kind is None or value.startswith("-"):
+            return None
+        if kind is int:
+            try:
+                number = int(value)
+            except ValueError:
+                return None
+            if number < 1:
+                return None
+            options[name[2:]] = number
+        else:
+            options[name[2:].replace("-", "_")] = value
+    return options
 
-    from jobdock.api import create_api
 
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
-    # The access log is off by default: a log line per request was 4-5% of a GET's CPU.
-    uvicorn.run(create_api(load_app(app), workers=workers), host=host, port=port,
-                log_level=log_level.lower(), access_log=access_log)
-
-
-@cli.command()
-def submit(
-    kind: Annotated[str, typer.Argument(help="job kind, e.g. sleep")],
-    input: Annotated[str, typer.Argument(help="input as JSON, e.g. '{\"seconds\": 2}'")] = "{}",
-    tenant: TenantOption = "default",
-    wait: Annotated[bool, typer.Option(help="wait until the job has finished")] = False,
-    app: AppOption = None,
-) -> None:
-    """Submit a job and print it as JSON."""
+def _plain_worker(options: dict[str, Any]) -> bool:
+    """Run `jobdock worker` with these options; False when --app names no App."""
+    configure_logging(options["log_level"])
+    if options["processes"] > 1:
+        sys.exit(supervise(**options))
     try:
-        value = json.loads(input)
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"input is not JSON: {exc}", param_hint="INPUT") from exc
-    the_app = load_app(app)
-    try:
-        job = the_app.submit(kind, value, tenant=tenant)
-        if wait:
-            job = the_app.wait(job.id, tenant=tenant, timeout_s=86_400)
-    except JobdockError as exc:
-        _fail(exc)
-    _console().print_json(_job_json(job))
-
-
-@cli.command()
-def get(job_id: str, tenant: TenantOption = "default", app: AppOption = None) -> None:
-    """Print one job as JSON."""
-    try:
-        _console().print_json(_job_json(load_app(app).get(job_id, tenant=tenant)))
-    except JobdockError as exc:
-        _fail(exc)
-
-
-@cli.command(name="list")
-def list_jobs(
-    tenant: TenantOption = "default",
-    status: Annotated[Optional[list[str]], typer.Option(help="filter by status")] = None,  # noqa: UP045
-    kind: Annotated[Optional[list[str]], typer.Option(help="filter by kind")] = None,  # noqa: UP045
-    page_size: Annotated[int, typer.Option(min=1, max=1000)] = 50,
-    page_token: Annotated[Optional[str], typer.Option()] = None,  # noqa: UP045
-    app: AppOption = None,
-) -> None:
-    """List jobs, newest first."""
-    try:
-        page = load_app(app).list(tenant=tenant, status=status, kind=kind, page_size=page_size,
-                                  page_token=page_token)
-    except (JobdockError, ValueError) as exc:
-        _fail(exc if isinstance(exc, JobdockError) else JobdockError(str(exc)))
-    from rich.table import Table
-
-    table = Table("id", "kind", "status", "attempt", "created", "finished")
-    for job in page.items:
-        table.add_row(job.id, job.kind, job.status.value, str(job.attempt),
-                      _short_time(job.created_at), _short_time(job.finished_at))
-    _console().print(table)
-    if page.next_page_token:
-        _console().print(f"next page: --page-token {page.next_page_token}")
-
-
-def _short_time(value: datetime | None) -> str:
-    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
-
-
-@cli.command()
-def cancel(job_id: str, tenant: TenantOption = "default",
-           hard: Annotated[bool, typer.Option(help="stop at once, without waiting for the job")]
-           = False, app: AppOption = None) -> None:
-    """Cancel a job."""
-    try:
-        job = load_app(app).cancel(job_id, tenant=tenant, hard=hard)
-        _console().print(f"{job_id}: {job.status}")
-    except JobdockError as exc:
-        _fail(exc)
-
-
-@cli.command()
-def retry(job_id: str, tenant: TenantOption = "default", app: AppOption = None) -> None:
-    """Run a failed or canceled job again."""
-    try:
-        _console().print(f"{job_id}: {load_app(app).retry(job_id, tenant=tenant).status}")
-    except JobdockError as exc:
-        _fail(exc)
-
-
-@cli.command()
-def delete(job_id: str, tenant: TenantOption = "default", app: AppOption = None) -> None:
-    """Delete a job with its children, errors and files."""
-    try:
-        deleted = load_app(app).delete(job_id, tenant=tenant)
-    except JobdockError as exc:
-        _fail(exc)
-    _console().print(f"deleted {len(deleted)} job(s)")
-
-
-@cli.command()
-def maintain(app: AppOption = None) -> None:
-    """Run one round of maintenance (rescue expired leases, purge expired jobs)."""
-    report = load_app(app).engine.maintain()
-    _console().print(asdict(report))
-
-
-@tenants_cli.command("create")
-def tenants_create(
-    name: str,
-    retention_s: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        min=0, help="keep finished jobs this long (seconds); default 7 days")] = None,
-    app: AppOption = None,
-) -> None:
-    """Create a tenant."""
-    try:
-        tenant = load_app(app).create_tenant(name, retention_s)
-    except JobdockError as exc:
-        _fail(exc)
-    _console().print(f"created tenant {tenant.id}")
-
-
-@tenants_cli.command("list")
-def tenants_list(app: AppOption = None) -> None:
-    """List tenants."""
-    for tenant in load_app(app).tenants():
-        _console().print(tenant.id)
-
-
-@cli.command()
-def demo(
-    jobs: Annotated[int, typer.Option(min=1, max=50, help="how many sleep jobs")] = 6,
-    serve: Annotated[bool, typer.Option(help="run them over the HTTP API, then keep serving;"
-                                        " --no-serve: Python API and an in-process worker")]
-    = True,
-    host: Annotated[str, typer.Option(help="address the API listens on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 8750,
-    once: Annotated[bool, typer.Option(help="stop serving when the sample jobs are done")]
-    = False,
-    app: AppOption = None,
-) -> None:
-    """Run sample `sleep` jobs (one fails, one is canceled) and watch them finish."""
-    from jobdock import demo as demo_module
-
-    the_app = load_app(app)
-    if serve:
-        demo_module.run_served(the_app, jobs, host, port, once, _console())
-    else:
-        demo_module.run_in_process(the_app, jobs, _console())
+        app = import_app(options["app"])
+    except AppNotLoaded:
+        return False  # the full command line tells what is wrong
+    work(app, options["concurrency"], options["burst"])
+    return True
 
 
 def main() -> None:
-    cli()
+    options = plain_worker_options(sys.argv[1:])
+    if options is None or not _plain_worker(options):
+        from jobdock.cli_commands import cli
+
+        cli()

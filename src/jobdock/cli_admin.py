@@ -20,6 +20,7 @@ import typer
 
 from jobdock.access import DEFAULT_SCOPES, Access, parse_duration
 from jobdock.app import App
+from jobdock.cli import load_app
 from jobdock.errors import InvalidInput, JobdockError, TenantNotFound
 from jobdock.model import SCOPES, ApiKey, AppRecord
 
@@ -50,9 +51,6 @@ JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 def _access(spec: str | None) -> tuple[App, Access]:
-    # jobdock.cli registers these commands, so it is imported here, when one runs.
-    from jobdock.cli import load_app
-
     app = load_app(spec)
     return app, Access(app.engine.store)
 

@@ -10,7 +10,7 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
-from jobdock.cli import cli
+from jobdock.cli_commands import cli
 
 
 @pytest.mark.parametrize(("args", "logged"), [([], False), (["--access-log"], True),

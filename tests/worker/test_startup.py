@@ -13,17 +13,23 @@ from typing import Any
 import pytest
 
 from jobdock import App, InvalidInput, JobStatus
+from jobdock.cli import plain_worker_options
 from tests.helpers import WorkerThreads
 
 # What a worker of an app whose kinds take plain input must not import.
 HEAVY = ("jobdock.kinds.sleep", "jobdock.kinds.webhook", "jobdock.kinds.ingest",
-         "jobdock.kinds.flow", "jobdock.kinds.readers", "pyarrow")
+         "jobdock.kinds.flow", "jobdock.kinds.readers", "pyarrow", "pydantic.", "typer",
+         "rich", "jobdock.cli_commands")
 
+# `jobdock worker` as the console script runs it.
 WORKER_THEN_MODULES = """
 import json, sys
-from jobdock import App
-App().run_worker(concurrency=2, burst=True)
-print(json.dumps(sorted(sys.modules)))
+from jobdock.cli import main
+sys.argv = ["jobdock", "worker", "--burst", "--concurrency", "2", "--log-level=WARNING"]
+try:
+    main()
+finally:
+    print(json.dumps(sorted(sys.modules)))
 """
 
 
@@ -36,9 +42,10 @@ def loaded_by_a_worker(database_url: str, tmp_path: Path) -> set[str]:
     return set(json.loads(out.splitlines()[-1]))
 
 
-def test_a_worker_loads_no_builtin_kind_module(database_url: str, tmp_path: Path) -> None:
+def test_a_worker_loads_no_kind_module_nor_pydantic_nor_typer(database_url: str,
+                                                             tmp_path: Path) -> None:
     loaded = loaded_by_a_worker(database_url, tmp_path)
-    assert not {m for m in loaded if m.startswith(HEAVY)}
+    assert not {m for m in loaded if m.startswith(HEAVY) or m == "pydantic"}
     assert "jobdock.worker.runner" in loaded  # it did run
 
 
@@ -70,3 +77,30 @@ def test_builtin_kinds_validate_describe_and_run_as_before(app: App) -> None:
         workers.stop_all()
     assert done.status is JobStatus.SUCCEEDED
     assert done.progress["message"] == "done"  # the function received a SleepInput
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["worker"], {}),
+    (["worker", "--app", "m:app", "--concurrency=3", "--processes", "2", "--burst",
+      "--log-level", "DEBUG"],
+     {"app": "m:app", "concurrency": 3, "processes": 2, "burst": True, "log_level": "DEBUG"}),
+    (["worker", "--burst", "--no-burst"], {}),
+])
+def test_plain_worker_options_run_without_typer(argv: list[str], expected: dict[str, Any],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JOBDOCK_APP", raising=False)
+    defaults = {"app": None, "concurrency": 8, "processes": 1, "burst": False,
+                "log_level": "INFO"}
+    assert plain_worker_options(argv) == {**defaults, **expected}
+    monkeypatch.setenv("JOBDOCK_APP", "env:app")  # --app's default, as in typer
+    options = plain_worker_options(argv)
+    assert options is not None and options["app"] == expected.get("app", "env:app")
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["submit", "sleep"], ["worker", "--help"], ["worker", "--concurrency", "0"],
+    ["worker", "--concurrency=x"], ["worker", "--processes"], ["worker", "--app", "--burst"],
+    ["worker", "--unknown"], ["worker", "extra"], ["worker", "--burst=yes"],
+])
+def test_other_command_lines_go_to_typer(argv: list[str]) -> None:
+    assert plain_worker_options(argv) is None
