@@ -3,8 +3,8 @@
 The environment is read here rather than through pydantic-settings, which cost
 every worker process about 14 MB of memory and 0.1 s of start-up for a few
 plain values; and Settings is a plain dataclass rather than a pydantic model,
-which cost each worker another 8 MB and 60 ms (pydantic, its plugin lookup and
-the model's build) when no job kind of its app needed pydantic. As there: names
+whose build (with pydantic's import and its plugin lookup) cost a process about
+60 ms of CPU and 13 MB, when no job kind of a worker's app may need pydantic. As there: names
 are case-insensitive (`JOBDOCK_LEASE_S`), values are converted to their fields'
 types and checked against their limits (a ValueError names the setting), values
 given in code win, and unknown names are ignored.
