@@ -11,6 +11,7 @@ from jobdock import App
 from jobdock.kinds import readers
 from jobdock.kinds.ingest import RowChecker, typed_batch
 from jobdock.kinds.readers import ArrowRows, Record, UnreadableFile, read_batches, read_records
+from jobdock.store.tables import open_tables
 from tests.kinds.ingesting import counters, parquet_bytes, running, table, upload, wait_ingest
 
 HEADER = b"id,name,n\n"
@@ -23,6 +24,10 @@ CSV_CASES = {
     "line break in quotes": HEADER + b'1,a,2\n2,"two\nlines",3\n3,c,4\n' * 5,
     "inner quotes": HEADER + b'1,"say ""hi""",2\n2,a"b,3\n',
     "bad quoting": HEADER + b'1,a,2\n2,"a"b,3\n',
+    # The quote after the comma closes the field: the csv module refuses the file.
+    "a quote closing a field early": HEADER + (b'1,a,2\n2,"a,"b",3\n' + b"3,c,4\n" * 9) * 3,
+    "a quote closing the last field early": HEADER + b'1,"a",2\n2,x,"a,"b"\n3,"c",4\n',
+    "quotes that pair": HEADER + b'1,"a,",2\n2,"",""\n3,"a,b","4"\n4,x",5\n' * 3,
     "doubled quotes and crlf": HEADER + b'1,"say ""hi""",2\r\n2,"""",3\r\n3,"",4',
     "short and long rows": HEADER + b"1,a,2\n2,b\n3,c,4,5\n4,d,5\n" * 5,
     "not utf-8 in a column not read": b"id,x,name,n\n1,\xff,a,2\n",
@@ -73,6 +78,26 @@ def test_plain_csv_is_read_in_arrow_blocks(monkeypatch: pytest.MonkeyPatch) -> N
     items = list(read_batches(io.BytesIO(CSV_CASES["plain"]), "f.csv", ["id", "n"]))
     assert len(items) > 3 and all(isinstance(i, ArrowRows) for i in items)
     assert [i.first for i in items[:2]] == [2, 2 + items[0].batch.num_rows]
+    for case in ("quoted", "quotes that pair"):  # quotes in their places: Arrow reads too
+        items = list(read_batches(io.BytesIO(CSV_CASES[case]), "f.csv", ["id", "n"]))
+        assert all(isinstance(i, ArrowRows) for i in items), case
+
+
+def test_a_quote_closing_a_field_early_fails_the_table(jd: App,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in a later block, after Arrow blocks were staged: the table fails naming the
+    file and the line, and keeps nothing."""
+    monkeypatch.setattr(readers, "_CSV_BLOCK", 64)
+    good = b"".join(b'%d,"n%d",%d\n' % (i, i, i) for i in range(1, 30))
+    bad = upload(jd, "quotes.csv", HEADER + good + b'30,"a,"b",3\n31,x,4\n')
+    columns = {"id": "int", "name": "str", "n": "int"}
+    with running(jd):
+        parent = jd.submit("ingest", {"tables": [table("q", [bad], columns=columns)]})
+        _, children = wait_ingest(jd, parent.id)
+    assert children[0].status == "failed"
+    message = children[0].error["message"]  # type: ignore[index]
+    assert "quotes.csv" in message and "line 31" in message, message
+    assert open_tables(jd.settings.database_url).describe("default", "q") is None
 
 
 CHECKER = RowChecker({"i": "int", "f": "float", "s": "str", "b": "bool", "d": "date",
