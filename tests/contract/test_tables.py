@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -246,3 +248,38 @@ def test_loads_of_one_tenant_in_threads(tables: Tables) -> None:
     assert _table_names(tables, "default") == ["a", "b", "old", "same"]
     assert len(list(tables.rows("default", "same"))) == count + count // 2
     assert {r["name"] for r in tables.rows("default", "old")} == {"old"}
+
+
+# A load of a new table that stages rows, says so, and waits to be killed.
+_KILLED_LOAD = """
+import sys, time
+from jobdock.store.tables import open_tables
+
+with open_tables(sys.argv[1]).load("default", "t", {"id": "int", "name": "str"}, ["id"]) as load:
+    load.stage([(i, "x") for i in range(60_000)])  # two commits of the stage on SQLite
+    print("staged", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_the_stage_of_a_killed_load_is_dropped_by_the_next_load(tables: Tables,
+                                                                 database_url: str) -> None:
+    with subprocess.Popen([sys.executable, "-c", _KILLED_LOAD, database_url],
+                          stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None and process.stdout.readline() == "staged\n"
+            with tables.load("default", "live", {"id": "int"}, ["id"]) as load:
+                load.stage([(1,)])  # a load of the tenant meanwhile leaves the live stage
+                load.finish()
+        finally:
+            process.kill()
+    if tables.backend == "sqlite":  # a table of the tenant's file outlives the process
+        left = [n for n in _table_names(tables, "default") if n != "live"]
+        assert len(left) == 1 and left[0].startswith("jobdock-load-"), left
+    # PostgreSQL: the stage was a table of the load's transaction, rolled back with it.
+    columns = {"id": "int", "name": "str"}
+    with tables.load("default", "t", columns, ["id"]) as load:
+        load.stage([(1, "a")])
+        assert load.finish() == (1, 0)
+    assert _table_names(tables, "default") == ["live", "t"]
+    assert [r["name"] for r in tables.rows("default", "t")] == ["a"]

@@ -15,18 +15,22 @@ of a key stays, later ones are counted as rejected.
   commit, and `finish` renames it to the table's name: the rows are written
   once. If the table was made meanwhile (another load of it), `finish`
   upserts the stage into it and drops it in the same commit. A load that ends
-  without `finish` drops it, so a failed load leaves nothing; only a crash of
-  the load's process can leave that table behind (no table name reaches it,
-  and `drop_area` deletes it with the file).
+  without `finish` drops it, so a failed load leaves nothing. Only a crash of
+  the load's process can leave that table behind: while its stage exists, a
+  load holds an exclusive `flock` on a file of its own beside the tenant's
+  (`<tenant>.db-jobdock-load-<hex>.lock`), which the system releases when the
+  process dies, so the next load of the tenant drops every such table whose
+  file it can lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import re
 import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from itertools import chain, islice
 from pathlib import Path
@@ -95,6 +99,19 @@ def _create(table: str, columns: Mapping[str, str], primary_key: Sequence[str]) 
 
 
 @contextmanager
+def _owned(path: Path, wait: bool = True) -> Iterator[None]:
+    """An exclusive lock on the file `path` (made if missing) for the block, removed after;
+    BlockingIOError at once, without `wait`, when another holds it. The system releases
+    the lock when its process dies."""
+    with open(path, "a") as file:
+        fcntl.flock(file, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+
+@contextmanager
 def _translated() -> Iterator[None]:
     try:
         yield
@@ -147,29 +164,53 @@ class SQLiteTables(Tables):
         validate(table, columns, primary_key)
         conn = self._connect(tenant)
         load = None
-        try:
-            with _translated():
-                new = not _describe(conn, table)[0]
-                stage = f"main.{_q(_PRIVATE + uuid.uuid4().hex)}" if new else "temp.stage"
-                conn.execute(f"PRAGMA {'main' if new else 'temp'}.cache_size"
-                             f" = -{_STAGE_CACHE_KIB}")
-                if new:
-                    # No checkpoint after each batch (it would copy to the file and sync
-                    # the pages just written): the WAL keeps the stage until this
-                    # connection closes and checkpoints it once, as it kept the one
-                    # transaction of a copy from TEMP.
-                    conn.execute("PRAGMA wal_autocheckpoint = 0")
-                conn.execute(_create(stage, columns, primary_key))
-            load = _SQLiteLoad(conn, table, dict(columns), list(primary_key), stage)
-            yield load
-        finally:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if load is not None and load.private:
-                # Best effort: an error here must not hide the one that ended the load.
-                with suppress(sqlite3.Error):
-                    conn.execute(f"DROP TABLE IF EXISTS {stage}")
-            conn.close()
+        # Closed last: a new table's stage keeps its lock file until the stage is gone.
+        with ExitStack() as owner:
+            try:
+                with _translated():
+                    self._drop_leftovers(conn, tenant)
+                    new = not _describe(conn, table)[0]
+                    stage = "temp.stage"
+                    if new:
+                        name = _PRIVATE + uuid.uuid4().hex
+                        owner.enter_context(_owned(self._lock_path(tenant, name)))
+                        stage = f"main.{_q(name)}"
+                    conn.execute(f"PRAGMA {'main' if new else 'temp'}.cache_size"
+                                 f" = -{_STAGE_CACHE_KIB}")
+                    if new:
+                        # No checkpoint after each batch (it would copy to the file and
+                        # sync the pages just written): the WAL keeps the stage until this
+                        # connection closes and checkpoints it once, as it kept the one
+                        # transaction of a copy from TEMP.
+                        conn.execute("PRAGMA wal_autocheckpoint = 0")
+                    conn.execute(_create(stage, columns, primary_key))
+                load = _SQLiteLoad(conn, table, dict(columns), list(primary_key), stage)
+                yield load
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if load is not None and load.private:
+                    # Best effort: an error here must not hide the one that ended the load.
+                    with suppress(sqlite3.Error):
+                        conn.execute(f"DROP TABLE IF EXISTS {stage}")
+                conn.close()
+
+    def _lock_path(self, tenant: str, stage: str) -> Path:
+        return self.root / f"{tenant}.db-{stage}.lock"
+
+    def _drop_leftovers(self, conn: sqlite3.Connection, tenant: str) -> None:
+        """Drop the stages of loads whose process died: those whose lock file no load holds
+        (see the module's text)."""
+        names = [name for (name,) in conn.execute(
+            "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name GLOB ?",
+            (_PRIVATE + "*",))]
+        for name in names:
+            try:
+                with _owned(self._lock_path(tenant, name), wait=False):
+                    # IF EXISTS: its load may have renamed it since it was listed.
+                    conn.execute(f"DROP TABLE IF EXISTS main.{_q(name)}")
+            except BlockingIOError:
+                continue  # a load in progress
 
     def describe(self, tenant: str, table: str) -> dict[str, str] | None:
         if not self.path(tenant).exists():
@@ -200,6 +241,8 @@ class SQLiteTables(Tables):
         path = self.path(tenant)
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
+        for lock in self.root.glob(f"{tenant}.db-{_PRIVATE}*.lock"):
+            lock.unlink(missing_ok=True)
 
 
 class _SQLiteLoad(Load):
