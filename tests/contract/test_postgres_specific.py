@@ -202,7 +202,8 @@ def test_large_batch_with_idempotency_keys(pg: PostgresStore) -> None:
 
 
 def test_every_insert_path_checks_the_tenant(pg: PostgresStore, pg_schema_url: str) -> None:
-    # jobs.tenant_id is checked by triggers (migration 0004), no longer by a foreign key.
+    # jobs.tenant_id has no foreign key: each insert path locks its tenants first
+    # (0005), and triggers guard tenant changes and deletions (0004).
     at = datetime.now(UTC).replace(microsecond=0)
     batches = [
         [_new("nobody", at)],  # one tenant, one statement

@@ -112,6 +112,15 @@ def test_insert_for_unknown_tenant_inserts_nothing(kit: Kit) -> None:
     assert kit.ids() == []
 
 
+def test_submit_of_one_tenant_for_unknown_tenant_inserts_nothing(kit: Kit) -> None:
+    # The common submit (one tenant, no keys: one statement on PostgreSQL).
+    for batch in ([kit.new("nobody")], [kit.new("nobody") for _ in range(3)]):
+        with pytest.raises(errors.TenantNotFound, match="nobody"):
+            kit.store.job_insert_many(batch)
+    assert kit.store.job_counts(None, now=kit.t()) == {}
+    assert [r.job.seq for r in kit.store.job_insert_many([kit.new()])] == [1]
+
+
 def test_idempotency_key_with_same_input_returns_the_existing_job(kit: Kit) -> None:
     [first] = kit.store.job_insert_many([kit.new(idempotency_key="k1", input={"a": 1})])
     [again] = kit.store.job_insert_many([kit.new(idempotency_key="k1", input={"a": 1})])

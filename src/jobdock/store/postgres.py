@@ -295,6 +295,8 @@ class PostgresStore(PostgresAccess, Store):
         with self._conn() as conn:
             params["channel"] = self._channel(conn)
             found = conn.execute(_Q["job_insert_one_tenant"], params).fetchall()
+        if not found:  # no counter to bump: the statement inserted nothing
+            raise TenantNotFound(tenant_id)
         seqs = {job_id: int(seq) for job_id, seq, _ in found}
         return [InsertResult(_job_from_new(j, seqs[j.id]), created=True) for j in jobs]
 

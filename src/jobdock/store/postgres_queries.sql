@@ -120,8 +120,8 @@ SELECT (SELECT count(*) FROM inserted) AS inserted,
 -- tenant's counter locks its row until the statement commits, so a tenant's
 -- inserts are serialised and `seq` stays gapless, as with tenants_lock. Each
 -- job's seq is the counter's old value plus its place in the batch. An unknown
--- tenant has no counter: its jobs get seq 0 + place and fail the foreign key,
--- which undoes the whole statement (TenantNotFound).
+-- tenant has no counter, so nothing is inserted and no row comes back: the
+-- caller reports TenantNotFound (no trigger checks inserts since 0005).
 -- The jobs come as one JSON array of objects (%(jobs)s): psycopg dumps each
 -- array parameter in Python, which took half of a one-job submit's CPU.
 WITH counter AS (
@@ -134,10 +134,11 @@ WITH counter AS (
         id, tenant_id, app_id, seq, kind, name, status, priority, input, labels, parent_id,
         attempt, max_attempts, run_at, timeout_s, retention_s, created_at, updated_at
     )
-    SELECT n.id, %(tenant_id)s, n.app_id, COALESCE((SELECT before FROM counter), 0) + n.place,
+    SELECT n.id, %(tenant_id)s, n.app_id, counter.before + n.place,
            n.kind, n.name, n.status, n.priority, n.input, n.labels, n.parent_id,
            0, n.max_attempts, n.run_at, n.timeout_s, n.retention_s, n.created_at, n.created_at
-    FROM ROWS FROM (json_to_recordset(%(jobs)s::json) AS (
+    FROM counter
+    CROSS JOIN ROWS FROM (json_to_recordset(%(jobs)s::json) AS (
         id text, app_id text, kind text, name text, status text, priority integer,
         input jsonb, labels jsonb, parent_id text, max_attempts integer, run_at timestamptz,
         timeout_s float8, retention_s bigint, created_at timestamptz
@@ -147,7 +148,7 @@ WITH counter AS (
     )
     RETURNING id, seq
 ), wake AS (
-    SELECT pg_notify(%(channel)s, '') WHERE %(notify)s
+    SELECT pg_notify(%(channel)s, '') WHERE %(notify)s AND EXISTS (SELECT 1 FROM counter)
 )
 SELECT i.id, i.seq, (SELECT count(*) FROM wake) AS woken
 FROM inserted i;
