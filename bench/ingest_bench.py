@@ -13,7 +13,11 @@ same rows as Parquet), in one run and one after the other:
   job is done, because a burst worker can exit before the child job is claimed)
   started after the submit. Timed from the submit until the `ingest_table` child is terminal
   (worker start-up included); the child's own started→finished time is shown
-  too. Peak RSS is the worker process's VmHWM, read by the process at its exit.
+  too, and in the JSON the time outside it: `parent_start_s` (submit to the
+  parent's start: worker start-up and first claim), `parent_s` (the parent
+  `ingest` job), `child_wait_s` (parent's end to the child's start) and
+  `rest_s` (the remainder: the submit, the child's end seen here). Peak RSS
+  is the worker process's VmHWM, read by the process at its exit.
 - pandas: `pd.read_csv(path, parse_dates=[the two date columns])` (without them
   PostgreSQL refuses the text SQLAlchemy sends for a date column), or
   `pd.read_parquet(path)`, then
@@ -394,7 +398,10 @@ def jobdock_ingest(backend: str, path: Path, tmp: Path, run: int,
     assert parent.created_at and parent.started_at and parent.finished_at
     assert table_job.started_at
     outside = {"parent_start_s": (parent.started_at - parent.created_at).total_seconds(),
+               "parent_s": (parent.finished_at - parent.started_at).total_seconds(),
                "child_wait_s": (table_job.started_at - parent.finished_at).total_seconds()}
+    # The rest: the submit itself, the table job's end being written and seen here.
+    outside["rest_s"] = elapsed - job_s - sum(outside.values())
     if backend == "postgresql":
         with pg_connect() as conn:
             count = conn.execute(
