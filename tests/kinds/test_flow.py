@@ -261,17 +261,32 @@ def test_a_page_typed_at_once_matches_the_record_check(kind: str) -> None:
 def test_repeated_keys_in_a_page_keep_the_last_record(jd: App) -> None:
     good = [{**GOOD, "id": 1, "total": "1"}, {**GOOD, "id": 2, "total": "2"},
             {**GOOD, "id": 1, "total": "3"}]
-    with_bad = [*good, BAD_TOTAL]  # a page with an error goes record by record
+    with_bad = [*good, BAD_TOTAL]  # a page with an error: its good records at once
     with running(jd):
-        # "paged": a page per record, typed at once and written together in one load.
-        for name, source, size in (("typed", good, 100), ("checked", with_bad, 100),
-                                   ("paged", good, 1)):
-            spec = flow_input({"upload": upload(jd, f"{name}.csv", csv_bytes(source))},
+        # "paged": a page per record, typed at once and written together in one load;
+        # "lines": a page per JSONL record, staged into one load until a key repeats.
+        for name, source, size, fmt in (("typed", good, 100, "csv"),
+                                        ("checked", with_bad, 100, "csv"),
+                                        ("paged", good, 1, "csv"), ("lines", good, 1, "jsonl")):
+            data = csv_bytes(source) if fmt == "csv" else jsonl_bytes(source)
+            spec = flow_input({"upload": upload(jd, f"{name}.{fmt}", data)},
                               flow_id=name, table=name, page_size=size)
             _, _, imported = wait_flow(jd, jd.submit("flow", spec).id)
             assert imported is not None and imported.stats["success"] == 3
             assert [(r["id"], float(r["total"])) for r in rows(jd, name)] == [
                 (1, 3.0), (2, 2.0)]
+
+
+def test_keys_out_of_order_across_the_pages_of_a_load(jd: App) -> None:
+    # A load tells a repeated key by its greatest key while keys ascend, then by a set.
+    ids = [5, 6, 9, 1, 7, 6, 2, 5]
+    source = [{**GOOD, "id": i, "total": str(n)} for n, i in enumerate(ids)]
+    spec = flow_input({"upload": upload(jd, "mixed.jsonl", jsonl_bytes(source))}, page_size=2)
+    with running(jd):
+        _, _, imported = wait_flow(jd, jd.submit("flow", spec).id)
+    assert imported is not None and imported.stats["success"] == len(ids)
+    last = {i: float(n) for n, i in enumerate(ids)}
+    assert [(r["id"], float(r["total"])) for r in rows(jd)] == sorted(last.items())
 
 
 def test_a_csv_flows_as_arrow_columns_with_exact_errors(jd: App) -> None:

@@ -91,21 +91,30 @@ class _Loads:
         self.ctx, self.tables, self.spec, self.key_positions = ctx, tables, spec, key_positions
         self.stack: ExitStack | None = None
         self.load: Load | None = None
-        self.keys: set[Any] = set()
-        self.rows = 0
         self.counts: dict[str, int] = {}
-        self.started = time.monotonic()
         self.read = 0
+        self._forget()
+
+    def _forget(self) -> None:
+        """A new load: no rows, no keys."""
+        self.rows = 0
+        self.started = time.monotonic()
+        # The load's keys. While the pages of a one-column key come in ascending order
+        # (the usual export, by id), their Arrow columns and the greatest key are enough
+        # to tell a repeat (8 bytes a number); else a Python set, made at the first page
+        # that is not above the greatest (about 60 bytes a key).
+        self.ascending: list[Any] = []
+        self.top: Any = None
+        self.keys: set[Any] | None = None if len(self.key_positions) == 1 else set()
 
     def add(self, batch: Any | None, size: int, counts: dict[str, int]) -> None:
         """Stage a page's good rows (its last record of each key); commit when due."""
         if batch is not None and batch.num_rows:
-            keys = self._keys(batch)
-            if not self.keys.isdisjoint(keys):
+            if self._repeats(batch):
                 self.commit()  # the page's records must win over the load's
+            self._remember(batch)
             for start in range(0, batch.num_rows, _STAGE_ROWS):
                 self._open().stage_arrow(batch.slice(start, _STAGE_ROWS))
-            self.keys.update(keys)
             self.rows += batch.num_rows
         self.read += size
         self.ctx.progress(self.read, None, "importing")  # read; the counters: committed
@@ -113,6 +122,29 @@ class _Loads:
             self.counts[name] = self.counts.get(name, 0) + value
         if self.rows >= _LOAD_ROWS or time.monotonic() - self.started >= _LOAD_S:
             self.commit()
+
+    def _repeats(self, batch: Any) -> bool:
+        """Whether the page (whose keys are distinct) has a key of the load."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self.keys is None:
+            if self.top is None or pc.min(batch.column(self.key_positions[0])).as_py(
+                    ) > self.top:
+                return False
+            self.keys = set(pa.chunked_array(self.ascending).to_pylist())
+            self.ascending = []
+        return not self.keys.isdisjoint(self._keys(batch))
+
+    def _remember(self, batch: Any) -> None:
+        import pyarrow.compute as pc
+
+        if self.keys is None:
+            column = batch.column(self.key_positions[0])
+            self.ascending.append(column)
+            self.top = pc.max(column).as_py()
+        else:
+            self.keys.update(self._keys(batch))
 
     def _keys(self, batch: Any) -> set[Any]:
         columns = [batch.column(i).to_pylist() for i in self.key_positions]
@@ -139,7 +171,7 @@ class _Loads:
                 stack.__exit__(*sys.exc_info())
                 raise
             stack.close()
-        self.keys, self.rows, self.started = set(), 0, time.monotonic()
+        self._forget()
         if self.counts:
             self.ctx.count(**self.counts)
             self.counts = {}
