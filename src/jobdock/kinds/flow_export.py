@@ -8,7 +8,7 @@ not exported.
   written in between: CSV records are flat text with the header's fields, so the upload
   is already what an export would write, and the two steps run at the same time. A
   canceled export cancels that import.
-- Any other source (JSONL, gzip, a table): the records go to the artifact
+- Any other source (JSONL, a table): the records go to the artifact
   `records.jsonl` (JSON Lines), a page at a time, and when the whole source is written
   the export submits the import, naming that artifact (`source_blob`).
 

@@ -1,14 +1,15 @@
 """An upload as both steps of a flow read it: its records, and for a plain CSV its pages
 as Arrow tables of text columns.
 
-A plain CSV upload (not gzipped, a header the readers read without the csv module) is
-read by both steps: the export counts its records and records its bad lines, the import
+A plain CSV upload (gzipped or not, a header the readers read without the csv module)
+is read by both steps: the export counts its records and records its bad lines, the import
 reads the same records again, in the same pages, and passes over the bad lines.
 """
 
 from __future__ import annotations
 
 import csv
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -28,18 +29,22 @@ _HEAD_BYTES = 64 * 1024  # where a CSV's header line is looked for
 
 
 def csv_header(ctx: JobContext, upload_id: str) -> list[str] | None:
-    """The header's fields when the upload is one that the readers read as plain
-    (not gzipped) CSV: its records all have these fields and text values. An empty
-    list when it is such a CSV whose header the csv module must read (a quote in it)."""
+    """The header's fields when the upload is one that the readers read as CSV (gzipped
+    or not): its records all have these fields and text values. An empty list when it
+    is such a CSV whose header the csv module must read (a quote in it)."""
     try:
         name = ctx.engine.upload(ctx.job.tenant_id, upload_id, ctx.job.app_id).name
         with ctx.open(upload_id) as raw:
             head = raw.read(_HEAD_BYTES)
     except (errors.NotFound, PermissionError):
         return None  # the export fails on it with its message
-    # The readers decide on the first 8 bytes and the name, as here.
-    if head.startswith(b"\x1f\x8b") or name.lower().endswith(".gz") or detect_format(
-            name, head[:8]) != "csv":
+    # The readers decide on the first bytes and the name, as here.
+    if head.startswith(b"\x1f\x8b") or name.lower().endswith(".gz"):
+        try:
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, _HEAD_BYTES)
+        except zlib.error:
+            return None  # the export fails on it with the readers' message
+    if detect_format(name, head[:8]) != "csv":
         return None
     line, newline, _ = head.partition(b"\n")
     if not newline or b'"' in line or b"\r" in line.rstrip(b"\r"):
