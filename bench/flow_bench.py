@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.flow_bench [--rows N] [--backends sqlite,postgresql]
                                          [--page-size P] [--routes jobdock,pandas,raw]
+                                         [--sources csv,jsonl,gzip]
                                          [--profile] [--ref HEAD|worktree]
 
 The file is bench.ingest_bench's 10-column `people.csv` (deterministic, ~103 bytes a
@@ -31,6 +32,10 @@ jobdock is measured as committed: `--ref` (default HEAD) is exported with `git a
 (bench.run's `snapshot`) and put first on the path of every process, so that unsaved
 edits in the shared work tree stay out; `--ref worktree` measures the work tree.
 
+`--sources` adds flows of the same records from other uploads (jobdock's route only;
+pandas and the raw limit read the CSV): `jsonl` (people.jsonl, a JSON object per
+record with typed values: numbers, booleans, dates as text) and `gzip` (people.csv.gz).
+
 With --profile, only jobdock's route runs, with py-spy recording the worker
 (bench/out/flow-profile-<backend>.txt, raw collapsed stacks).
 
@@ -40,6 +45,8 @@ Results go to bench/out/flow.json and a Markdown table to stdout.
 from __future__ import annotations
 
 import argparse
+import csv
+import gzip
 import json
 import os
 import shutil
@@ -135,6 +142,33 @@ def jobdock_flow(backend: str, path: Path, tmp: Path, run: int, page_size: int,
             "counters": counters, "page_size": page_size}
 
 
+def source_file(csv_path: Path, source: str) -> Path:
+    """The upload of a `--sources` entry, made from people.csv (once)."""
+    if source == "csv":
+        return csv_path
+    if source == "gzip":
+        path = csv_path.with_suffix(".csv.gz")
+        if not path.exists():
+            with open(csv_path, "rb") as f, gzip.open(path, "wb", compresslevel=6) as out:
+                shutil.copyfileobj(f, out, 1 << 20)
+        return path
+    if source != "jsonl":
+        raise SystemExit(f"unknown source {source!r}: csv, jsonl or gzip")
+    path = csv_path.with_suffix(".jsonl")
+    if not path.exists():
+        convert = {"int": int, "float": float, "bool": lambda v: v == "true",
+                   "str": str, "date": str}
+        kinds = [(name, convert[kind]) for name, kind in COLUMNS.items()]
+        encode = json.JSONEncoder(separators=(",", ":")).encode
+        with open(csv_path, newline="") as f, open(path, "w") as out:
+            reader = csv.reader(f)
+            next(reader)
+            for row in reader:
+                out.write(encode({n: c(v) for (n, c), v in zip(kinds, row, strict=True)}))
+                out.write("\n")
+    return path
+
+
 def run_peer(python: str, args: list[str], tmp: Path) -> dict[str, Any]:
     """bench.ingest_bench's pandas or raw route in a child process, on PEER_SCHEMA."""
     out = tmp / f"peer-{time.monotonic_ns()}.json"
@@ -148,6 +182,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--routes", default="jobdock,pandas,raw")
+    parser.add_argument("--sources", default="csv",
+                        help="uploads of the jobdock route: csv, jsonl, gzip")
     parser.add_argument("--page-size", type=int, default=10_000,
                         help="the flow's export.page_size (1 to 10,000)")
     parser.add_argument("--profile", action="store_true",
@@ -174,16 +210,21 @@ def main() -> None:
         for backend in args.backends.split(","):
             if backend == "postgresql" and set(routes) - {"jobdock"}:
                 pg_reset(PEER_SCHEMA)
-            for route in routes:
+            runs = [(route, "csv") for route in routes if route != "jobdock"]
+            if "jobdock" in routes:
+                runs[:0] = [("jobdock", source) for source in args.sources.split(",")]
+            for route, source in runs:
                 run += 1
-                log(f"{backend} {route}: load average {os.getloadavg()}")
+                log(f"{backend} {route} {source}: load average {os.getloadavg()}")
                 if route == "jobdock":
-                    prof = OUT / f"flow-profile-{backend}.txt" if args.profile else None
-                    r = jobdock_flow(backend, csv_path, tmp, run, args.page_size, prof)
+                    prof = (OUT / f"flow-profile-{backend}.txt" if args.profile
+                            and source == "csv" else None)
+                    r = jobdock_flow(backend, source_file(csv_path, source), tmp, run,
+                                     args.page_size, prof)
                 else:
                     r = run_peer(py_peer if route == "pandas" else sys.executable,
                                  [route, backend, str(csv_path), str(sqlite_peer)], tmp)
-                r.update(backend=backend, format="csv", route=route, rows=args.rows,
+                r.update(backend=backend, format=source, route=route, rows=args.rows,
                          load=os.getloadavg(), rows_per_s=args.rows / r["seconds"])
                 if r["count"] != args.rows:
                     raise RuntimeError(f"{backend} {route}: {r['count']} rows, not {args.rows}")
@@ -201,8 +242,8 @@ def main() -> None:
         print(table(results))
         for r in results:
             if r["route"] == "jobdock":
-                print(f"{r['backend']}: export step {r['export_s']:.1f} s, import step"
-                      f" {r['import_s']:.1f} s, page_size {r['page_size']}")
+                print(f"{r['backend']} {r['format']}: export step {r['export_s']:.1f} s,"
+                      f" import step {r['import_s']:.1f} s, page_size {r['page_size']}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
