@@ -210,8 +210,8 @@ def _upload_pages(ctx: JobContext, upload_id: str, page_size: int) -> Iterator[A
     """A plain CSV upload's pages, as its export counts them (its bad lines, which the
     export records, are passed over)."""
     header = csv_header(ctx, upload_id)
-    if not header:  # the export found a plain CSV: it changed since
-        raise FlowFailed(f"upload {upload_id!r} is no longer a plain CSV")
+    if not header:  # the export read a CSV there: the upload is gone or changed since
+        raise FlowFailed(f"upload {upload_id!r} can no longer be read as its export read it")
     yield from text_pages(upload_items(ctx, upload_id, header, report=False), page_size)
 
 
