@@ -278,6 +278,8 @@ def _record_end(block: bytes) -> int:
     """The end (after its newline) of the last line of `block` that ends outside quotes
     (counting from a record's start), or -1. A wrong guess is caught by `_arrow_block`."""
     end = len(block)
+    if b'"' not in block:  # a search in C, where a count of quotes is a slower pass
+        return block.rfind(b"\n") + 1 or -1
     quotes = block.count(b'"')
     while True:
         newline = block.rfind(b"\n", 0, end)
@@ -301,7 +303,7 @@ def _arrow_block(piece: bytes, header: list[str], columns: list[str]) -> Any:
     if b'"' in piece and (_ODD_QUOTE.search(piece) or not _PAIRED_QUOTES.fullmatch(piece)):
         return None
     try:
-        piece.decode("utf-8")  # the csv module would refuse the whole file
+        piece.decode("utf-8")  # the csv module would refuse the whole file (Arrow: no check)
         table = pacsv.read_csv(
             pa.py_buffer(piece),
             # One block of Arrow's for the piece: one chunk per column, nothing to combine.
@@ -310,7 +312,8 @@ def _arrow_block(piece: bytes, header: list[str], columns: list[str]) -> Any:
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in columns}, include_columns=columns,
-                null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True))
+                null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True,
+                check_utf8=False))
     except (UnicodeDecodeError, pa.ArrowInvalid):
         return None
     return table if table.num_rows == lines else None
