@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from jobdock.model import (
+    TERMINAL,
     ApiKey,
     AppRecord,
     Artifact,
@@ -291,6 +292,22 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def queue_waiter(self) -> QueueWaiter:
         """A waiter woken when jobs are queued (LISTEN/NOTIFY, or cheap polling)."""
+
+
+# The most (kind, status) pairs a list walks jobs_kind_status for, one walk each.
+MAX_INDEX_WALKS = 16
+
+
+def index_walks(query: JobQuery) -> list[tuple[str, JobStatus]]:
+    """The (kind, status) pairs whose walks of jobs_kind_status (finished jobs in id
+    order, migration 0003) make up the jobs of `query`: every pair of its kinds and
+    statuses when all the statuses are finished ones; none otherwise, or when there
+    are more than MAX_INDEX_WALKS."""
+    if not query.kinds or not query.statuses or not all(s in TERMINAL for s in query.statuses):
+        return []
+    walks = [(kind, status) for kind in dict.fromkeys(query.kinds)
+             for status in dict.fromkeys(query.statuses)]
+    return walks if len(walks) <= MAX_INDEX_WALKS else []
 
 
 def one_report_per_job(completions: Sequence[Completion]) -> list[list[Completion]]:

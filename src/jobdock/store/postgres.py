@@ -62,6 +62,7 @@ from jobdock.store.base import (
     InsertResult,
     QueueWaiter,
     Store,
+    index_walks,
     merge_progress,
     one_report_per_job,
 )
@@ -370,6 +371,7 @@ class PostgresStore(PostgresAccess, Store):
         statement, params = _job_list_statement(query, now)
         with self._conn() as conn:
             return [_job_of_tuple(r) for r in conn.execute(statement, params).fetchall()]
+
 
     def job_attempts(self, tenant_id: str, job_id: str) -> list[Attempt]:
         with self._conn() as conn:
@@ -840,8 +842,24 @@ def _job(row: Row) -> Job:
 
 def _job_list_statement(query: JobQuery, now: datetime | None) -> tuple[sql.Composed, list[Any]]:
     """job_list's statement and parameters for `query` (tests EXPLAIN it)."""
+    walks = index_walks(query)
+    where, params = _list_filters(query, walked=len(walks) > 1)
+    conditions = sql.SQL(" AND ").join(where)
+    if len(walks) > 1:
+        ids = sql.SQL(_Q["job_page_ids_walked"]).format(where=conditions)
+        params = [[kind for kind, _ in walks], [str(status) for _, status in walks],
+                  *params, query.page_size]
+    else:
+        ids = sql.SQL(_Q["job_page_ids"]).format(where=conditions)
+    params.append(query.page_size)
+    return sql.SQL(_Q["job_list"]).format(ids=ids), [now, *params]
+
+
+def _list_filters(query: JobQuery, walked: bool) -> tuple[list[sql.Composable], list[Any]]:
+    """The conditions of job_page_ids and their parameters; `walked`: without the
+    kinds and statuses, which job_page_ids_walked takes as pairs."""
     where: list[sql.Composable] = []
-    params: list[Any] = [now]
+    params: list[Any] = []
 
     def add(name: str, *values: Any) -> None:
         where.append(sql.SQL(_Q[f"job_filter_{name}"]))
@@ -851,14 +869,15 @@ def _job_list_statement(query: JobQuery, now: datetime | None) -> tuple[sql.Comp
     # An empty list filters nothing, as on SQLite; one value is sent as `=`
     # (see job_filter_kind).
     kinds, statuses = query.kinds or [], [str(s) for s in query.statuses or []]
-    if len(kinds) == 1:
-        add("kind", kinds[0])
-    elif kinds:
-        add("kinds", list(kinds))
-    if len(statuses) == 1:
-        add("status", statuses[0])
-    elif statuses:
-        add("statuses", statuses)
+    if not walked:
+        if len(kinds) == 1:
+            add("kind", kinds[0])
+        elif kinds:
+            add("kinds", list(kinds))
+        if len(statuses) == 1:
+            add("status", statuses[0])
+        elif statuses:
+            add("statuses", statuses)
     if statuses and all(JobStatus(s) in TERMINAL for s in statuses):
         add("finished")
     if query.parent_id is not None:
@@ -881,8 +900,7 @@ def _job_list_statement(query: JobQuery, now: datetime | None) -> tuple[sql.Comp
         add("stat_lte", name, name, value)
     if query.after_id is not None:
         add("before", query.after_id)
-    params.append(query.page_size)
-    return sql.SQL(_Q["job_list"]).format(where=sql.SQL(" AND ").join(where)), params
+    return where, params
 
 
 def _job_of_tuple(row: tuple[Any, ...]) -> Job:

@@ -188,16 +188,35 @@ WHERE j.tenant_id = %(tenant_id)s AND j.id = %(id)s
 -- after one page. Asked for whole rows, the planner may instead walk the
 -- primary key backwards and filter, which in a queue (the newest jobs are the
 -- unfinished backlog) reads tens of thousands of rows for the first page.
+-- {ids} is job_page_ids or job_page_ids_walked.
 WITH clock AS (SELECT COALESCE(%s::timestamptz, clock_timestamp()) AS now)
 SELECT {cols}
 FROM jobs j
-WHERE j.id IN (
+WHERE j.id IN ({ids})
+ORDER BY j.id DESC;
+
+-- name: job_page_ids
+SELECT j.id
+FROM jobs j, clock
+WHERE (j.expires_at IS NULL OR j.expires_at > clock.now) AND {where}
+ORDER BY j.id DESC
+LIMIT %s
+
+-- name: job_page_ids_walked
+-- Several kinds or finished statuses: one walk of jobs_kind_status per (kind,
+-- status) pair, each stopping after a page, merged. PostgreSQL reads an index
+-- in order only through `=`; with `= ANY(...)` it read every match and sorted.
+-- The pairs come as two arrays (unnest zips them).
+SELECT w.id
+FROM unnest(%s::text[], %s::text[]) AS pair (kind, status), LATERAL (
     SELECT j.id
     FROM jobs j, clock
-    WHERE (j.expires_at IS NULL OR j.expires_at > clock.now) AND {where}
+    WHERE (j.expires_at IS NULL OR j.expires_at > clock.now)
+      AND j.kind = pair.kind AND j.status = pair.status AND {where}
     ORDER BY j.id DESC
-    LIMIT %s)
-ORDER BY j.id DESC;
+    LIMIT %s) AS w
+ORDER BY w.id DESC
+LIMIT %s
 
 -- name: job_filter_tenant
 j.tenant_id = %s

@@ -8,6 +8,7 @@ with SQLITE_BUSY at once, whatever the busy timeout.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -43,6 +44,7 @@ from jobdock.store.base import (
     InsertResult,
     QueueWaiter,
     Store,
+    index_walks,
     merge_progress,
     one_report_per_job,
 )
@@ -65,6 +67,7 @@ CLAIMED_COLUMNS = (
 )
 _Q = {name: sql.replace("{cols}", JOB_COLUMNS).replace("{claimed}", CLAIMED_COLUMNS)
       for name, sql in load_queries("sqlite_queries.sql").items()}
+
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -339,6 +342,7 @@ class SQLiteStore(SQLiteAccess, Store):
         with self._read() as conn:
             rows = conn.execute(sql, params).fetchall()
         return [_job(r, fast_loads) for r in rows]
+
 
     def job_attempts(self, tenant_id: str, job_id: str) -> list[Attempt]:
         with self._read() as conn:
@@ -683,12 +687,33 @@ def _rescue_decision(status: str, attempt: int, max_attempts: int, now: float,
 def _job_list_statement(query: JobQuery, now: float) -> tuple[str, list[Any]]:
     """job_list's statement and parameters (tests EXPLAIN it). With a kind and a
     finished status it reads jobs_kind_status in id order (a one-value `IN (?)` is an
-    `=` to SQLite); the index's WHERE clause is repeated to let SQLite use it."""
+    `=` to SQLite); the index's WHERE clause is repeated to let SQLite use it.
+    Several kinds or finished statuses: one such walk per (kind, status), merged."""
+    walks = index_walks(query)
+    if len(walks) > 1:
+        return _merged_walks(query, now, walks)
     where, params = _list_filters(query, now)
     if query.statuses and all(s in TERMINAL for s in query.statuses):
         where.append(_FINISHED)
     sql = (f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"
            " ORDER BY tenant_id, id DESC LIMIT ?")
+    return sql, [*params, query.page_size]
+
+
+def _merged_walks(query: JobQuery, now: float,
+                  walks: list[tuple[str, JobStatus]]) -> tuple[str, list[Any]]:
+    """The page's ids from one walk of jobs_kind_status per (kind, status), each
+    stopping after a page (SQLite reads an index in order for one value per column
+    only; with `IN` lists it walked every job of the tenant, newest first)."""
+    arms, params = [], []
+    for kind, status in walks:
+        where, values = _list_filters(dataclasses.replace(query, kinds=[kind],
+                                                          statuses=[status]), now)
+        arms.append(f"SELECT id FROM (SELECT id FROM jobs WHERE {' AND '.join(where)}"
+                    f" AND {_FINISHED} ORDER BY tenant_id, id DESC LIMIT ?)")
+        params += [*values, query.page_size]
+    sql = (f"SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ({' UNION ALL '.join(arms)}"
+           " ORDER BY id DESC LIMIT ?) ORDER BY id DESC")
     return sql, [*params, query.page_size]
 
 
