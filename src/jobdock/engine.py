@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, TypeVar
 
 # pydantic_core's ValidationError is pydantic's; pydantic itself is loaded by the
 # kinds that have an input model, and a worker whose kinds have none never needs it.
@@ -49,6 +50,7 @@ from jobdock.model import (
 )
 from jobdock.store import HeartbeatResult, InsertResult, Store
 from jobdock.store.backoff import backoff_s
+from jobdock.store.records import Record
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("jobdock.engine")
 
 MAX_PAGE_SIZE = 1000
+T = TypeVar("T")
 _TENANT_CACHE_S = 10.0
 _RETRIES_ON_RACE = 5
 _TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -136,6 +139,14 @@ class MaintenanceReport:
 @dataclass(slots=True)
 class ErrorPage:
     items: list[JobErrorRecord]
+    next_page_token: str | None
+
+
+@dataclass(slots=True)
+class RecordPage:
+    """A page of jobs as records (store/records.py): the native API's list answer."""
+
+    items: list[Record]
     next_page_token: str | None
 
 
@@ -257,19 +268,16 @@ class Engine:
     def list_jobs(self, query: JobQuery, page_token: str | None = None,
              now: datetime | None = None) -> Page:
         """A page of jobs, newest first; `next_page_token` continues the same query."""
-        if not 1 <= query.page_size <= MAX_PAGE_SIZE:
-            raise errors.InvalidParameter(f"page_size must be between 1 and {MAX_PAGE_SIZE}",
-                                          [{"field": "page_size", "message": "out of range"}])
-        fingerprint = _query_fingerprint(query)
-        if page_token:
-            query.after_id = _decode_token(page_token, fingerprint)
-        wanted = query.page_size
-        query.page_size = wanted + 1
-        jobs = self.store.job_list(query, now)
-        query.page_size = wanted
-        if len(jobs) > wanted:
-            return Page(jobs[:wanted], _encode_token(jobs[wanted - 1].id, fingerprint))
-        return Page(jobs, None)
+        jobs, token = _paged(query, page_token, lambda q: self.store.job_list(q, now),
+                             _job_id)
+        return Page(jobs, token)
+
+    def list_records(self, query: JobQuery, page_token: str | None = None,
+                     now: datetime | None = None) -> RecordPage:
+        """list_jobs' page as records, the native API's JSON shape (no Job per job)."""
+        records, token = _paged(query, page_token,
+                                lambda q: self.store.job_list_records(q, now), _record_id)
+        return RecordPage(records, token)
 
     def children(self, tenant: str, job_id: str) -> list[Job]:
         self.get(tenant, job_id)
@@ -563,6 +571,32 @@ def _check_tenant_name(name: str) -> None:
             f"invalid tenant name {name!r}: use 1 to 63 lowercase letters, digits, '_' or '-',"
             " starting with a letter or digit",
             [{"field": "name", "message": "invalid tenant name"}])
+
+
+def _paged(query: JobQuery, page_token: str | None, fetch: Callable[[JobQuery], list[T]],
+           id_of: Callable[[T], str]) -> tuple[list[T], str | None]:
+    """A page of `query` from `fetch` (a store's list), and the token of the next one:
+    the store is asked for one more than a page, to know whether another follows."""
+    if not 1 <= query.page_size <= MAX_PAGE_SIZE:
+        raise errors.InvalidParameter(f"page_size must be between 1 and {MAX_PAGE_SIZE}",
+                                      [{"field": "page_size", "message": "out of range"}])
+    fingerprint = _query_fingerprint(query)
+    if page_token:
+        query.after_id = _decode_token(page_token, fingerprint)
+    wanted = query.page_size
+    query.page_size = wanted + 1
+    items = fetch(query)
+    query.page_size = wanted
+    if len(items) > wanted:
+        return items[:wanted], _encode_token(id_of(items[wanted - 1]), fingerprint)
+    return items, None
+
+
+def _job_id(job: Job) -> str:
+    return job.id
+
+
+_record_id: Callable[[Record], str] = itemgetter("id")
 
 
 def _query_fingerprint(q: JobQuery) -> str:

@@ -214,7 +214,7 @@ def list_jobs(request: Request, principal: Reader) -> Response:
         if query.app_id not in (None, principal.app_id):
             return job_page_response([], None)  # no other app's job is visible
         query.app_id = principal.app_id
-    page = engine.list_jobs(query, token)
+    page = engine.list_records(query, token)
     return job_page_response(page.items, tokens.sign(page.next_page_token))
 
 
@@ -284,7 +284,7 @@ def job_children(job_id: str, request: Request, principal: Reader, engine: Engin
     tokens = _tokens(request)
     query = JobQuery(tenant_id=principal.tenant_id, parent_id=job_id, app_id=principal.app_id,
                      page_size=_page_size(page_size, engine))
-    page = engine.list_jobs(query, tokens.open(page_token))
+    page = engine.list_records(query, tokens.open(page_token))
     return job_page_response(page.items, tokens.sign(page.next_page_token))
 
 

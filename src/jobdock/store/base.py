@@ -38,6 +38,7 @@ from jobdock.model import (
     Upload,
     Webhook,
 )
+from jobdock.store.records import Record
 
 
 @dataclass(slots=True)
@@ -112,6 +113,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def job_list(self, query: JobQuery, now: datetime | None = None) -> list[Job]:
         """Up to `query.page_size` jobs, newest (highest id) first, below `query.after_id`."""
+
+    @abc.abstractmethod
+    def job_list_records(self, query: JobQuery, now: datetime | None = None) -> list[Record]:
+        """job_list's jobs as records (store/records.py), the native API's JSON shape."""
 
     @abc.abstractmethod
     def job_attempts(self, tenant_id: str, job_id: str) -> list[Attempt]:

@@ -195,6 +195,42 @@ FROM jobs j
 WHERE j.id IN ({ids})
 ORDER BY j.id DESC;
 
+-- name: job_records
+-- job_list's page as the text of JSON records (store/records.py), comma-separated:
+-- the native API's fields in its order, times as its RFC 3339 text, timeout_s
+-- as a string (its exact float8 text: -0, NaN and Infinity included), one value
+-- to fetch and parse. Written with || rather than json_build_object, which
+-- looked up each value's output function, for twice the database's time; to_json
+-- escapes the free text, the rest cannot need it (hex ids, tenant names
+-- (checked), statuses, numbers, jsonb's own text).
+WITH clock AS (SELECT COALESCE(%s::timestamptz, clock_timestamp()) AS now)
+SELECT string_agg(
+    '{"id":"' || j.id || '","tenant_id":"' || j.tenant_id
+    || '","app_id":' || COALESCE(to_json(j.app_id)::text, 'null')
+    || ',"seq":' || j.seq || ',"kind":' || to_json(j.kind)::text
+    || ',"name":' || COALESCE(to_json(j.name)::text, 'null')
+    || ',"status":"' || j.status || '","priority":' || j.priority
+    || ',"input":' || j.input::text
+    || ',"result":' || COALESCE(j.result::text, 'null')
+    || ',"error":' || COALESCE(j.error::text, 'null')
+    || ',"stats":' || COALESCE(j.stats::text, 'null')
+    || ',"progress":' || COALESCE(j.progress::text, 'null')
+    || ',"labels":' || COALESCE(j.labels::text, 'null')
+    || ',"parent_id":' || COALESCE(to_json(j.parent_id)::text, 'null')
+    || ',"attempt":' || j.attempt || ',"max_attempts":' || j.max_attempts
+    || ',"run_at":' || COALESCE('"' || to_char(j.run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
+    || ',"timeout_s":' || COALESCE('"' || j.timeout_s::text || '"', 'null')
+    || ',"retention_s":' || j.retention_s
+    || ',"idempotency_key":' || COALESCE(to_json(j.idempotency_key)::text, 'null')
+    || ',"created_at":' || COALESCE('"' || to_char(j.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
+    || ',"started_at":' || COALESCE('"' || to_char(j.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
+    || ',"finished_at":' || COALESCE('"' || to_char(j.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
+    || ',"updated_at":' || COALESCE('"' || to_char(j.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
+    || ',"expires_at":' || COALESCE('"' || to_char(j.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"', 'null')
+    || '}', ',' ORDER BY j.id DESC)
+FROM jobs j
+WHERE j.id IN ({ids});
+
 -- name: job_page_ids
 SELECT j.id
 FROM jobs j, clock

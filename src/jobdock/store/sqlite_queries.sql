@@ -35,6 +35,59 @@ SELECT {cols} FROM jobs WHERE tenant_id = ? AND idempotency_key = ?;
 SELECT {cols} FROM jobs
 WHERE id = ? AND tenant_id = ? AND (expires_at IS NULL OR expires_at > ?);
 
+-- name: job_records
+-- A page of job_list ({page}: its statement and parameters) as one JSON array
+-- of records (store/records.py), in one step: the API's fields in its order,
+-- times as RFC 3339 text written as Python's datetime.fromtimestamp reads them,
+-- JSON columns embedded (json() raises "malformed JSON" for what only Python
+-- reads, such as NaN: the store then takes the rows through Job). SQLite
+-- computes an expression wherever it is written, so each time is split once
+-- in `page` and rounded once in `micros`. timeout_s is a string of its exact
+-- decimal, when it is a whole number of microseconds; `inexact` counts the
+-- others (SQLite's own float text is not exact): the store then takes Job's way.
+WITH page AS MATERIALIZED (
+    SELECT *, {split},
+           CASE WHEN timeout_s >= 0 AND timeout_s < 1e12
+                 AND round(timeout_s * 1000000) / 1000000.0 = timeout_s
+                THEN CAST(round(timeout_s * 1000000) AS INTEGER) END AS timeout_us
+    FROM ({page})),
+micros AS MATERIALIZED (SELECT *, {micros} FROM page)
+SELECT json_group_array(json_object(
+           'id', id, 'tenant_id', tenant_id, 'app_id', app_id, 'seq', seq, 'kind', kind,
+           'name', name, 'status', status, 'priority', priority, 'input', json(input),
+           'result', json(result), 'error', json(error), 'stats', json(stats),
+           'progress', json(progress), 'labels', json(labels), 'parent_id', parent_id,
+           'attempt', attempt, 'max_attempts', max_attempts, 'run_at', {text:run_at},
+           'timeout_s', CASE WHEN timeout_us IS NOT NULL THEN
+                        printf('%d.%06d', timeout_us / 1000000, timeout_us % 1000000) END,
+           'retention_s', retention_s, 'idempotency_key', idempotency_key,
+           'created_at', {text:created_at}, 'started_at', {text:started_at},
+           'finished_at', {text:finished_at}, 'updated_at', {text:updated_at},
+           'expires_at', {text:expires_at})),
+       sum(timeout_s IS NOT NULL AND timeout_us IS NULL) AS inexact
+FROM micros;
+
+-- name: record_time_split
+-- {t} is a time column (Unix seconds). Python's datetime.fromtimestamp takes
+-- the whole seconds toward zero and rounds the fraction's microseconds half to
+-- even: here the seconds, and the fraction's microseconds plus a half away from
+-- zero, to be cut toward zero in record_time_micros.
+CAST({t} AS INTEGER) AS {t}_s,
+({t} - CAST({t} AS INTEGER)) * 1000000.0 + CASE WHEN {t} < 0 THEN -0.5 ELSE 0.5 END AS {t}_h
+
+-- name: record_time_micros
+-- The time in whole microseconds. Cutting {t}_h rounds half away from zero; a
+-- half that landed on an odd number goes back one, to the even one.
+{t}_s * 1000000 + CAST({t}_h AS INTEGER)
+    - (CAST({t}_h AS INTEGER) = {t}_h AND CAST({t}_h AS INTEGER) % 2 = 1)
+    + (CAST({t}_h AS INTEGER) = {t}_h AND CAST({t}_h AS INTEGER) % 2 = -1) AS {t}_us
+
+-- name: record_time_text
+-- {t}_us as RFC 3339 text in UTC with microseconds (floor division, so that a
+-- time before 1970 is right too); NULL stays NULL.
+strftime('%Y-%m-%dT%H:%M:%S', ({t}_us - ({t}_us % 1000000 + 1000000) % 1000000) / 1000000,
+         'unixepoch') || printf('.%06dZ', ({t}_us % 1000000 + 1000000) % 1000000)
+
 -- name: job_any_due
 -- A cheap read before the claim's write transaction: is there anything to claim?
 SELECT 1 FROM jobs WHERE status = 'queued' AND run_at <= ? LIMIT 1;
