@@ -25,10 +25,11 @@ For each backend (SQLite in a temporary file; PostgreSQL in a fresh schema
    - list deep: the same with the page_token of a page 90% through that
      filter's matches (at most page 5,000), found by following
      next_page_token once (with page_size=1000, which the token does not bind);
+   - list multi: GET /v1/jobs?kind_in=k1,k2&status_in=succeeded,failed&page_size=100;
 4. where the time goes: py-spy on the server (10 s, while the slowest list
    case and the get case run), EXPLAIN (ANALYZE, BUFFERS) of the list queries
    on PostgreSQL and EXPLAIN QUERY PLAN on SQLite, and each step of a request
-   timed in-process (auth, SQL, rows to jobs, response models and JSON).
+   timed in-process (auth, SQL, rows to jobs or to JSON records, the answer).
 
 By default the jobdock of commit HEAD is measured (exported with git archive),
 so that colleagues' unsaved edits of src/ never get into the figures;
@@ -66,6 +67,8 @@ from bench.common import log
 
 SCHEMA = "bench_api"
 FILTER = "kind=k2&status=succeeded"
+# Several kinds and finished statuses: one walk of the list index per pair since 0003's.
+FILTER_MULTI = "kind_in=k1,k2&status_in=succeeded,failed"
 TENANT = "default"
 TEAMS = [f"team-{i}" for i in range(8)]
 ENVS = ["prod", "staging", "dev"]
@@ -689,11 +692,13 @@ def list_steps(backend: str, url: str, engine: Any, deep: str | None,
     job_page_response = getattr(schemas, "job_page_response", None)  # not in older commits
 
     store = engine.store
+    records_of_store = getattr(store, "job_list_records", None)  # not in older commits
     cases: dict[str, Any] = {}
-    params = [tuple(p.split("=")) for p in FILTER.split("&")] + [("page_size", "100")]
-    for case, token in (("list first", None), ("list deep", deep)):
+    for case, token, filters in (("list first", None, FILTER), ("list deep", deep, FILTER),
+                                 ("list multi", None, FILTER_MULTI)):
         if case == "list deep" and token is None:
             continue
+        params = [tuple(p.split("=")) for p in filters.split("&")] + [("page_size", "100")]
         query, _ = job_query(TENANT, params, engine.settings.max_page_size)
         if token:  # the engine token inside the signed one: its keyset id
             query.after_id = _decode_token(token.rpartition(".")[0], _query_fingerprint(query))
@@ -713,7 +718,12 @@ def list_steps(backend: str, url: str, engine: Any, deep: str | None,
         info["job_out_and_json_ms"] = timed(
             lambda p=page: JobPage(items=[JobOut.of(j) for j in p],
                                    next_page_token="x").model_dump_json(), 30)
-        if job_page_response is not None:  # the answer as the routes build it now
+        if records_of_store is not None:  # the page as records, as the routes read it
+            info["store_records_ms"] = timed(lambda q=query: records_of_store(q), 30)
+            records = records_of_store(query)[:100]
+            assert job_page_response is not None
+            info["answer_ms"] = timed(lambda r=records: job_page_response(r, "x").body, 30)
+        elif job_page_response is not None:  # the answer from Jobs (job_json, to_json)
             info["answer_ms"] = timed(lambda p=page: job_page_response(p, "x").body, 30)
         info["rows"] = len(jobs)
         info["sql"] = sql if backend == "postgresql" else sql[:2000]
@@ -831,6 +841,7 @@ def run_backend(backend: str, args: argparse.Namespace, kind: str,
         cases: list[tuple[str, str, Path | None]] = [
             ("get", "/v1/jobs/ID", ids_file),
             ("list first", f"/v1/jobs?{FILTER}&page_size=100", None),
+            ("list multi", f"/v1/jobs?{FILTER_MULTI}&page_size=100", None),
         ]
         deep: str | None = None
         if deep_pages >= 10:
@@ -956,7 +967,9 @@ def report(data: dict[str, Any]) -> str:
              [i["store_job_list_ms"] for i in lists]),
             ("JobOut.of and model_dump_json", bd["get"]["job_out_json_ms"],
              [i["job_out_and_json_ms"] for i in lists]),
-            ("the answer as the routes build it (job_json, to_json)",
+            ("store call: the page as JSON records (job_list_records)", None,
+             [i.get("store_records_ms") for i in lists]),
+            ("the answer as the routes build it (one to_json)",
              bd["get"].get("answer_ms"), [i.get("answer_ms") for i in lists]),
         ]
         for label, get_ms, list_ms in rows:
