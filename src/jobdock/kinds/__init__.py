@@ -3,8 +3,8 @@
 Each kind's module (its function and pydantic input model) is imported when the
 kind is first used: at a submit (validation), by GET /v1/kinds (the schema) or
 when a worker runs one of its jobs. A worker that only runs other kinds never
-loads them: the flow and ingest modules with pyarrow cost a process tens of
-milliseconds and megabytes at start.
+loads them: the flow and ingest modules, with their pydantic models, took each
+worker process about 25 ms to import.
 """
 
 from __future__ import annotations
