@@ -5,7 +5,9 @@ store lives in another schema than `public` (several instances, or tests, in
 one database), hashed down to PostgreSQL's 63-byte limit when longer.
 
 A load holds one connection and one transaction: `stage` COPYs rows into a
-staging table; `stage_arrow` COPYs an Arrow batch written as CSV by Arrow.
+staging table; `stage_arrow` COPYs an Arrow batch as Arrow writes it: in
+COPY's text format (tabs, no quotes: the server reads it ~15% faster than
+CSV) while the load's text values allow it, else as CSV.
 The staging table is a TEMP table (ON COMMIT DROP) when the table exists; for
 a new table it is a table of the load's transaction in the tenant's schema
 (invisible to others until the commit), which `finish` renames to the table
@@ -51,6 +53,10 @@ _FINISH_WORK_MEM = "128MB"
 # Memory for the build of a new table's primary key (PostgreSQL's default, 64 MB, sorts
 # on disk from about 2,000,000 keys; 3,000,000: 0.86 s on disk, 0.1 s in memory).
 _FINISH_INDEX_MEM = "256MB"
+
+# The options of the COPY of Arrow batches: Arrow writes NULL as an empty field in both.
+_COPY_TEXT = "(FORMAT text, NULL '')"
+_COPY_CSV = "(FORMAT csv)"
 
 _COLUMNS = ("SELECT column_name, data_type FROM information_schema.columns"
             " WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position")
@@ -188,6 +194,13 @@ class PostgresTables(Tables):
                 sql.Identifier(self.schema(conn, tenant))))
 
 
+def _has_backslash(chunk: Any) -> bool:
+    """Whether a text array's data has a backslash (with the bytes of the buffer outside
+    the array, if any: at worst a batch needlessly written as CSV)."""
+    data = chunk.buffers()[2]
+    return data is not None and b"\\" in data.to_pybytes()
+
+
 class _PostgresLoad(Load):
     def __init__(self, conn: psycopg.Connection[Any], schema: str, table: str,
                  columns: dict[str, str], primary_key: list[str],
@@ -201,9 +214,12 @@ class _PostgresLoad(Load):
         self._key = primary_key
         self._staged = 0
         self.rejected = 0
-        # The COPY of Arrow batches, left open from one batch to the next: the server
-        # stores a batch while the caller reads the next one, instead of each waiting.
-        self._open: tuple[ExitStack, Copy] | None = None
+        # The COPY of Arrow batches and its options, left open from one batch to the next:
+        # the server stores a batch while the caller reads the next one, instead of each
+        # waiting.
+        self._open: tuple[ExitStack, Copy, str] | None = None
+        # Whether batches still go in COPY's text format (see _as_text).
+        self._text = True
 
     def stage(self, rows: Iterable[Row]) -> int:
         self._end_copy()
@@ -221,23 +237,56 @@ class _PostgresLoad(Load):
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
-        # Arrow writes the batch as CSV in C++: NULL as an empty field, text always quoted
-        # (so an empty text stays empty), dates and times in ISO form, floats exactly.
-        out = pa.BufferOutputStream()
-        pacsv.write_csv(batch, out, pacsv.WriteOptions(include_header=False))
+        data = self._as_text(batch) if self._text else None
+        options = _COPY_TEXT
+        if data is None:
+            # Once a batch could not go as text, the rest go as CSV: one switch of COPY at
+            # most, and no batch written twice. Arrow writes CSV in C++: NULL as an empty
+            # field, text always quoted (so an empty text stays empty), dates and times in
+            # ISO form, floats exactly.
+            self._text = False
+            out = pa.BufferOutputStream()
+            pacsv.write_csv(batch, out, pacsv.WriteOptions(include_header=False))
+            data, options = out.getvalue(), _COPY_CSV
         with _translated():
-            self._csv_copy().write(memoryview(out.getvalue()))
+            self._copy(options).write(memoryview(data))
         self._staged += batch.num_rows
         return int(batch.num_rows)
 
-    def _csv_copy(self) -> Copy:
+    def _as_text(self, batch: Any) -> Any | None:
+        """The batch in COPY's text format, as Arrow writes CSV with tabs and no quotes
+        (NULL an empty field; other values as in CSV), or None when a value cannot go that
+        way: text with a backslash (an escape in that format) or empty (NULL there), or
+        with a tab, line break or quote (Arrow refuses to write those unquoted)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.csv as pacsv
+
+        for column, kind in zip(batch.columns, self._columns.values(), strict=True):
+            chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+            if kind == "str" and (any(_has_backslash(chunk) for chunk in chunks)
+                                  or pc.any(pc.equal(column, "")).as_py()):
+                return None
+        out = pa.BufferOutputStream()
+        try:
+            pacsv.write_csv(batch, out, pacsv.WriteOptions(
+                include_header=False, delimiter="\t", quoting_style="none"))
+        except pa.ArrowInvalid:
+            return None
+        return out.getvalue()
+
+    def _copy(self, options: str) -> Copy:
+        """The open COPY of Arrow batches with these options (ending one with others)."""
+        if self._open is not None and self._open[2] != options:
+            self._end_copy()
         if self._open is None:
             names = sql.SQL(", ").join(map(sql.Identifier, self._columns))
             stack = ExitStack()
             cur = stack.enter_context(self._conn.cursor())
             copy = stack.enter_context(cur.copy(
-                sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(self._stage, names)))
-            self._open = (stack, copy)
+                sql.SQL("COPY {} ({}) FROM STDIN ").format(self._stage, names)
+                + sql.SQL(options)))
+            self._open = (stack, copy, options)
         return self._open[1]
 
     def _end_copy(self, error: BaseException | None = None) -> None:
