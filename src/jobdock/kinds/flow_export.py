@@ -2,15 +2,14 @@
 `pages`. A line of an upload that cannot be parsed is an error record (`errors`) and is
 not exported.
 
-- A plain CSV upload (see `flow_upload`): the export submits the `flow_import` step
-  first, naming the upload (`source_upload`), then counts the records and pages and
-  records the bad lines while the import reads the same records itself. Nothing is
-  written in between: CSV records are flat text with the header's fields, so the upload
-  is already what an export would write, and the two steps run at the same time. A
-  canceled export cancels that import.
-- Any other source (JSONL, a table): the records go to the artifact
-  `records.jsonl` (JSON Lines), a page at a time, and when the whole source is written
-  the export submits the import, naming that artifact (`source_blob`).
+- An upload (CSV or JSONL, gzipped or not; see `flow_upload`): the export submits the
+  `flow_import` step first, naming the upload (`source_upload`), then counts the records
+  and pages and records the bad lines while the import reads the same records itself.
+  Nothing is written in between: the upload is already what an export would write, and
+  the two steps run at the same time. A canceled export cancels that import.
+- A table: the records go to the artifact `records.jsonl` (JSON Lines), a page at a
+  time, and when the whole table is written the export submits the import, naming that
+  artifact (`source_blob`).
 
 The import is a sibling under the flow job; the idempotency key
 `flow:<flow job>:import` makes a retried export find the same import.
@@ -32,7 +31,7 @@ from jobdock.kinds.flow_input import (
     FlowImportInput,
 )
 from jobdock.kinds.flow_steps import jsonable, pages, reset_counters
-from jobdock.kinds.flow_upload import csv_header, page_sizes, upload_items
+from jobdock.kinds.flow_upload import csv_header, page_sizes, upload_items, upload_name
 from jobdock.model import Job
 from jobdock.store.tables import open_tables
 from jobdock.worker.context import JobContext
@@ -42,8 +41,9 @@ def flow_export(ctx: JobContext, input: FlowExportInput) -> dict[str, Any]:
     reset_counters(ctx)
     page_size = input.export.page_size
     upload_id = input.export.source.upload
-    header = csv_header(ctx, upload_id) if upload_id is not None else None
-    if upload_id is not None and header:
+    if upload_id is not None:
+        upload_name(ctx, upload_id)  # a missing upload fails the export alone
+        header = csv_header(ctx, upload_id)
         child = _submit_import(ctx, input, source_upload=upload_id)
         try:
             _count_pages(ctx, upload_id, header, page_size)
@@ -76,18 +76,20 @@ def _submit_import(ctx: JobContext, input: FlowExportInput, **source: str) -> Jo
     return child
 
 
-def _count_pages(ctx: JobContext, upload_id: str, header: list[str], page_size: int) -> None:
-    """Count a plain CSV upload's records and pages, as the import will page them; its bad
-    lines become error records. One column is enough to count (`read_batches` finds
-    the records the same way whichever columns it keeps)."""
-    for size in page_sizes(upload_items(ctx, upload_id, header[:1]), page_size):
+def _count_pages(ctx: JobContext, upload_id: str, header: list[str] | None,
+                 page_size: int) -> None:
+    """Count an upload's records and pages, as the import will page them; its bad lines
+    become error records. Of a plain CSV one column is enough to count (`read_batches`
+    finds the records the same way whichever columns it keeps)."""
+    wanted = header[:1] if header else None
+    for size in page_sizes(upload_items(ctx, upload_id, wanted), page_size):
         ctx.raise_if_cancelled()
         ctx.count(exported=size, pages=1)
         ctx.progress(ctx.stats.get("exported", 0), None, "exporting")
 
 
 def _export_pages(ctx: JobContext, input: FlowExportInput, page_size: int) -> Iterator[bytes]:
-    """The source's records as JSON Lines, a page at a time; counts each page."""
+    """The source table's records as JSON Lines, a page at a time; counts each page."""
     for page in pages(_source_records(ctx, input), page_size):
         ctx.raise_if_cancelled()
         yield ("\n".join(map(_ENCODER.encode, page)) + "\n").encode()
@@ -96,20 +98,18 @@ def _export_pages(ctx: JobContext, input: FlowExportInput, page_size: int) -> It
 
 
 def _source_records(ctx: JobContext, input: FlowExportInput) -> Iterator[dict[str, Any]]:
+    """The rows of the source table, as JSON values."""
     tenant = ctx.job.tenant_id
-    source = input.export.source
-    if source.table is not None:
-        tables = open_tables(ctx.engine.settings.database_url)
-        try:
-            if tables.describe(tenant, source.table) is None:
-                raise FlowFailed(f"table {source.table!r} does not exist")
-            for row in tables.rows(tenant, source.table):
-                yield {k: jsonable(v) if not isinstance(v, str | int | float | bool)
-                       and v is not None else v for k, v in row.items()}
-        finally:
-            tables.close()
-        return
-    yield from upload_items(ctx, source.upload or "", None)
+    table = input.export.source.table or ""
+    tables = open_tables(ctx.engine.settings.database_url)
+    try:
+        if tables.describe(tenant, table) is None:
+            raise FlowFailed(f"table {table!r} does not exist")
+        for row in tables.rows(tenant, table):
+            yield {k: jsonable(v) if not isinstance(v, str | int | float | bool)
+                   and v is not None else v for k, v in row.items()}
+    finally:
+        tables.close()
 
 
 # One encoder for every record: json.dumps with options builds a new one per call.

@@ -1,7 +1,7 @@
 """Step 1 of a flow, `flow_import`: map, check and upsert the exported records.
 
-`flow_import` reads the records page by page: a plain CSV upload itself (in the pages
-its export counts), an artifact of the export, or an errors retry's records. Each
+`flow_import` reads the records page by page: the upload itself (in the pages its
+export counts), an artifact of the export, or an errors retry's records. Each
 record is checked against `ignore_if` (every field equal: `ignored`), mapped and
 checked (see `flow_mapping`: a page at once where it can, its failing records one by
 one), and each failing record becomes an error record with retry data (see
@@ -29,7 +29,7 @@ from contextlib import ExitStack, suppress
 from typing import Any
 
 from jobdock.kinds.flow_errors import record_error, retried_records
-from jobdock.kinds.flow_input import ARROW_ARTIFACT, FlowFailed, FlowImportInput, ImportSpec
+from jobdock.kinds.flow_input import ARROW_ARTIFACT, FlowImportInput, ImportSpec
 from jobdock.kinds.flow_mapping import Mapper, checked_page
 from jobdock.kinds.flow_steps import pages, reset_counters
 from jobdock.kinds.flow_upload import csv_header, text_pages, upload_items
@@ -192,7 +192,7 @@ def _import_pages(ctx: JobContext, input: FlowImportInput) -> Iterator[tuple[Any
             yield page, 1
         return
     if input.source_upload is not None:
-        yield from _merged(_upload_pages(ctx, input.source_upload, input.page_size))
+        yield from _upload_pages(ctx, input.source_upload, input.page_size)
         return
     if (input.source_blob or "").endswith(ARROW_ARTIFACT):
         import pyarrow as pa
@@ -206,13 +206,16 @@ def _import_pages(ctx: JobContext, input: FlowImportInput) -> Iterator[tuple[Any
             yield json.loads(b"[" + b",".join(lines) + b"]"), 1
 
 
-def _upload_pages(ctx: JobContext, upload_id: str, page_size: int) -> Iterator[Any]:
-    """A plain CSV upload's pages, as its export counts them (its bad lines, which the
-    export records, are passed over)."""
+def _upload_pages(ctx: JobContext, upload_id: str, page_size: int) -> Iterator[tuple[Any, int]]:
+    """An upload's pages, as its export counts them (its bad lines, which the export
+    records, are passed over): Arrow pages of a plain CSV, merged, or lists of records."""
     header = csv_header(ctx, upload_id)
-    if not header:  # the export read a CSV there: the upload is gone or changed since
-        raise FlowFailed(f"upload {upload_id!r} can no longer be read as its export read it")
-    yield from text_pages(upload_items(ctx, upload_id, header, report=False), page_size)
+    items = upload_items(ctx, upload_id, header, report=False)
+    if header:
+        yield from _merged(text_pages(items, page_size))
+    else:
+        for page in pages(items, page_size):
+            yield page, 1
 
 
 def _merged(batches: Iterable[Any]) -> Iterator[tuple[Any, int]]:

@@ -1,9 +1,10 @@
 """The input of the flow kinds (`flow`, `flow_export`, `flow_import`) and their labels.
 
 These models are also the contract between the steps: the export names the records
-of the import, a plain CSV upload that the import reads itself (`source_upload`) or
-an artifact of the export (`source_blob`: `RECORDS_ARTIFACT`, or `ARROW_ARTIFACT`
-from an export of an earlier version); an errors retry gives `records`.
+of the import, an upload that the import reads itself (`source_upload`) or an artifact
+of the export (`source_blob`: `RECORDS_ARTIFACT`, or what exports of earlier versions
+wrote for uploads: `RECORDS_ARTIFACT`, `ARROW_ARTIFACT`); an errors retry gives
+`records`.
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ class FlowImportInput(_ByAlias):
     import_: ImportSpec = Field(alias="import")
     page_size: int = Field(100, ge=1, le=MAX_PAGE_SIZE)
     source_blob: str | None = Field(None, description="the export's records (JSON Lines)")
-    source_upload: str | None = Field(None, description="a plain CSV upload whose records"
-                                      " the import reads itself (its export counts them)")
+    source_upload: str | None = Field(None, description="an upload whose records the"
+                                      " import reads itself (its export counts them)")
     records: list[Any] | None = Field(None, description="records to import instead of the"
                                       " export's (an errors retry: their retry data)")
     retry_of: str | None = None

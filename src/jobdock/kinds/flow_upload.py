@@ -1,9 +1,11 @@
 """An upload as both steps of a flow read it: its records, and for a plain CSV its pages
 as Arrow tables of text columns.
 
-A plain CSV upload (gzipped or not, a header the readers read without the csv module)
-is read by both steps: the export counts its records and records its bad lines, the import
-reads the same records again, in the same pages, and passes over the bad lines.
+An upload is read by both steps: the export counts its records and pages and records
+its bad lines, the import reads the same records again, in the same pages, and passes
+over the bad lines. A plain CSV (gzipped or not, a header the readers read without the
+csv module) is read in Arrow blocks, its pages Arrow tables of text columns; any other
+upload record by record.
 """
 
 from __future__ import annotations
@@ -56,14 +58,22 @@ def csv_header(ctx: JobContext, upload_id: str) -> list[str] | None:
         return []
 
 
+def upload_name(ctx: JobContext, upload_id: str) -> str:
+    """The upload's file name; FlowFailed when it does not exist."""
+    try:
+        return ctx.engine.upload(ctx.job.tenant_id, upload_id, ctx.job.app_id).name
+    except errors.NotFound as exc:
+        raise FlowFailed(f"upload {upload_id!r} does not exist") from exc
+
+
 def upload_items(ctx: JobContext, upload_id: str, header: list[str] | None, *,
                  report: bool = True) -> Iterator[Any]:
     """The upload's good records; each bad one becomes an error record (`report`) or is
     passed over (the step that does not report them). With a CSV's `header` (or some of
     its fields), runs of records come as Arrow tables of text columns where the readers
     can."""
+    name = upload_name(ctx, upload_id)
     try:
-        name = ctx.engine.upload(ctx.job.tenant_id, upload_id, ctx.job.app_id).name
         raw = ctx.open(upload_id)
     except (errors.NotFound, PermissionError) as exc:
         raise FlowFailed(f"upload {upload_id!r} does not exist") from exc
