@@ -4,7 +4,7 @@ Each kind's module (its function and pydantic input model) is imported when the
 kind is first used: at a submit (validation), by GET /v1/kinds (the schema) or
 when a worker runs one of its jobs. A worker that only runs other kinds never
 loads them: the flow and ingest modules, with their pydantic models, took each
-worker process about 25 ms to import.
+worker process 11-13 ms to import (pydantic itself aside).
 """
 
 from __future__ import annotations
