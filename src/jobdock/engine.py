@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gc
 import hashlib
 import importlib
 import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -61,6 +63,8 @@ MAX_PAGE_SIZE = 1000
 T = TypeVar("T")
 _TENANT_CACHE_S = 10.0
 _RETRIES_ON_RACE = 5
+# A submit of at least this many jobs pauses the cycle collector (_no_cycle_collection).
+_BULK_JOBS = 1000
 _TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 # Most per-record errors one errors retry re-runs; a later retry takes the rest.
@@ -207,12 +211,13 @@ class Engine:
         for parent_id in parents:
             self.get(tenant, parent_id)
         retentions: dict[str, int] = {}  # the default retention per kind, for this batch
-        new_jobs = [self._new_job(job_id, r, tenant_row, moment, retentions)
-                    for job_id, r in zip(ids, requests, strict=True)]
-        try:
-            results = self.store.job_insert_many(new_jobs)
-        except (TypeError, ValueError) as exc:
-            raise errors.InvalidInput(f"job input must be JSON: {exc}") from exc
+        with _no_cycle_collection(len(requests) >= _BULK_JOBS):
+            new_jobs = [self._new_job(job_id, r, tenant_row, moment, retentions)
+                        for job_id, r in zip(ids, requests, strict=True)]
+            try:
+                results = self.store.job_insert_many(new_jobs)
+            except (TypeError, ValueError) as exc:
+                raise errors.InvalidInput(f"job input must be JSON: {exc}") from exc
         return results
 
     def validate_input(self, kind: str, value: Any) -> Any:
@@ -529,6 +534,26 @@ def upload_prefix(tenant: str, upload_id: str) -> str:
     """The blob folder of an upload. Uploads belong to the tenant, not to a job (any
     number of jobs may read one), and go when their own retention ends."""
     return f"{tenant}/uploads/{upload_id}"
+
+
+@contextmanager
+def _no_cycle_collection(pause: bool) -> Iterator[None]:
+    """Python's cycle collector paused while a bulk submit makes its objects.
+
+    A submit of 20,000 jobs makes about ten containers per job (requests, jobs,
+    rows, results), which set off hundreds of collections, two of them full
+    ones that walk every object of the process; none of it is garbage. That
+    was a fifth to a third of the submit's CPU. Objects are still freed by
+    reference counting; the collector runs again afterwards, unless it was
+    off before."""
+    if not pause or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _validated_input(spec: KindSpec, value: Any) -> Any:

@@ -4,6 +4,7 @@ page tokens, retention and maintenance."""
 from __future__ import annotations
 
 import base64
+import gc
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -101,6 +102,24 @@ def test_naive_run_at_is_invalid_input(engine: Engine) -> None:
         submit(engine, run_at=datetime(2030, 1, 1))  # a naive datetime: the point
     assert caught.value.errors[0]["field"] == "run_at"
     assert all_ids(engine) == []
+
+
+def test_bulk_submit_leaves_the_cycle_collector_as_it_found_it(engine: Engine) -> None:
+    # A bulk submit pauses it while it makes its objects (_no_cycle_collection).
+    bulk = [SubmitRequest("k", {"i": i}) for i in range(1000)]
+    assert gc.isenabled()
+    assert len(engine.submit_many(bulk)) == 1000
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert len(engine.submit_many(bulk)) == 1000
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(errors.InvalidInput):
+        engine.submit_many([*bulk, SubmitRequest("rows", {"table": "t", "rows": -1})])
+    assert gc.isenabled()
+    assert engine.job_counts("default") == {("k", S.QUEUED): 2000}
 
 
 def test_future_run_at_is_scheduled_until_maintenance_promotes_it(engine: Engine) -> None:
