@@ -279,24 +279,13 @@ class PostgresStore(PostgresAccess, Store):
 
     def _insert_one_tenant(self, tenant_id: str, jobs: Sequence[NewJob]) -> list[InsertResult]:
         """The common submit (one tenant, no idempotency keys) in one statement."""
-        rows = [
-            {"id": j.id, "app_id": j.app_id, "kind": j.kind, "name": j.name,
-             "status": str(j.status), "priority": int(j.priority), "input": j.input,
-             "labels": j.labels or None, "parent_id": j.parent_id,
-             "max_attempts": int(j.max_attempts), "run_at": _utc(j.run_at).isoformat(),
-             "timeout_s": None if j.timeout_s is None else float(j.timeout_s),
-             "retention_s": int(j.retention_s), "created_at": _utc(j.created_at).isoformat()}
-            for j in jobs
-        ]
-        params = {
-            "tenant_id": tenant_id,
-            "count": len(jobs),
-            "jobs": _dumps(rows),
-            "notify": any(j.status == JobStatus.QUEUED for j in jobs),
-        }
+        if len(jobs) == 1:
+            query, params = _Q["job_insert_one"], _one_job_params(jobs[0])
+        else:
+            query, params = _Q["job_insert_one_tenant"], _one_tenant_params(tenant_id, jobs)
         with self._conn() as conn:
             params["channel"] = self._channel(conn)
-            found = conn.execute(_Q["job_insert_one_tenant"], params).fetchall()
+            found = conn.execute(query, params).fetchall()
         if not found:  # no counter to bump: the statement inserted nothing
             raise TenantNotFound(tenant_id)
         seqs = {job_id: int(seq) for job_id, seq, _ in found}
@@ -965,6 +954,38 @@ def _claimed_job(r: tuple[Any, ...], worker_id: str) -> Job:
         finished_at=r[23], updated_at=r[24], expires_at=r[25], lease_expires_at=r[26],
         worker_id=worker_id,
     )
+
+
+def _one_job_params(j: NewJob) -> dict[str, Any]:
+    """job_insert_one's parameters: the job's columns, JSON as text."""
+    return {
+        "tenant_id": j.tenant_id, "id": j.id, "app_id": j.app_id, "kind": j.kind,
+        "name": j.name, "status": str(j.status), "priority": int(j.priority),
+        "input": _dumps(j.input), "labels": _dumps(j.labels) if j.labels else None,
+        "parent_id": j.parent_id, "max_attempts": int(j.max_attempts), "run_at": _utc(j.run_at),
+        "timeout_s": None if j.timeout_s is None else float(j.timeout_s),
+        "retention_s": int(j.retention_s), "created_at": _utc(j.created_at),
+        "notify": j.status == JobStatus.QUEUED,
+    }  # fmt: skip
+
+
+def _one_tenant_params(tenant_id: str, jobs: Sequence[NewJob]) -> dict[str, Any]:
+    """job_insert_one_tenant's parameters: the jobs as one JSON array of objects."""
+    rows = [
+        {"id": j.id, "app_id": j.app_id, "kind": j.kind, "name": j.name,
+         "status": str(j.status), "priority": int(j.priority), "input": j.input,
+         "labels": j.labels or None, "parent_id": j.parent_id,
+         "max_attempts": int(j.max_attempts), "run_at": _utc(j.run_at).isoformat(),
+         "timeout_s": None if j.timeout_s is None else float(j.timeout_s),
+         "retention_s": int(j.retention_s), "created_at": _utc(j.created_at).isoformat()}
+        for j in jobs
+    ]
+    return {
+        "tenant_id": tenant_id,
+        "count": len(jobs),
+        "jobs": _dumps(rows),
+        "notify": any(j.status == JobStatus.QUEUED for j in jobs),
+    }
 
 
 def _job_from_new(nj: NewJob, seq: int) -> Job:

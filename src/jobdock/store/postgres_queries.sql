@@ -153,6 +153,32 @@ WITH counter AS (
 SELECT i.id, i.seq, (SELECT count(*) FROM wake) AS woken
 FROM inserted i;
 
+-- name: job_insert_one
+-- A single job without an idempotency key (App.submit), as job_insert_one_tenant
+-- but with a parameter per column: decoding a JSON array of one object on the
+-- server cost a sixth of the statement's CPU.
+WITH counter AS (
+    UPDATE tenants
+    SET next_seq = next_seq + 1
+    WHERE id = %(tenant_id)s
+    RETURNING next_seq
+), inserted AS (
+    INSERT INTO jobs (
+        id, tenant_id, app_id, seq, kind, name, status, priority, input, labels, parent_id,
+        attempt, max_attempts, run_at, timeout_s, retention_s, created_at, updated_at
+    )
+    SELECT %(id)s, %(tenant_id)s, %(app_id)s, counter.next_seq, %(kind)s, %(name)s,
+           %(status)s, %(priority)s, %(input)s::jsonb, %(labels)s::jsonb, %(parent_id)s,
+           0, %(max_attempts)s, %(run_at)s, %(timeout_s)s::float8, %(retention_s)s,
+           %(created_at)s, %(created_at)s
+    FROM counter
+    RETURNING id, seq
+), wake AS (
+    SELECT pg_notify(%(channel)s, '') WHERE %(notify)s AND EXISTS (SELECT 1 FROM counter)
+)
+SELECT i.id, i.seq, (SELECT count(*) FROM wake) AS woken
+FROM inserted i;
+
 -- name: tenants_set_next_seq
 UPDATE tenants t
 SET next_seq = v.next_seq
