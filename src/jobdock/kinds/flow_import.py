@@ -37,9 +37,9 @@ from jobdock.store.tables import Load, Tables, open_tables
 from jobdock.worker.context import JobContext
 
 # A load is committed after this many seconds or rows: the counters move then, and
-# its keys (a Python set, to tell a repeated key) stay in memory until then. Each
-# load has a cost of its own (an apply into the table; on SQLite and PostgreSQL the
-# first load of a new table becomes the table instead), so fewer is faster.
+# its keys (to tell a repeated key, see `_Loads`) stay in memory until then. Each load
+# has a cost of its own (an apply into the table; on SQLite and PostgreSQL the first
+# load of a new table becomes the table instead), so fewer is faster.
 _LOAD_S = 3.0
 _LOAD_ROWS = 1_000_000
 _STAGE_ROWS = 10_000  # rows handed to the load at once
