@@ -7,7 +7,6 @@ would stop with jobs waiting) or wait for the first one's commit."""
 from __future__ import annotations
 
 import threading
-from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +14,7 @@ import psycopg
 
 from jobdock.ids import new_id
 from jobdock.model import JobStatus, NewJob
-from jobdock.store.postgres import _Q, PostgresStore, _claim_query
+from jobdock.store.postgres import PostgresStore
 
 LEASE_S = 30.0
 
@@ -95,33 +94,3 @@ def test_two_workers_claiming_at_once_both_get_jobs(pg: PostgresStore,
     assert len(claimed) == len(set(claimed)) == 400, "a job was claimed twice, or missed"
     assert set(claimed) == expected
     assert all(len(batch) == 20 for rounds in batches.values() for batch in rounds)
-
-
-
-def test_claims_and_heartbeats_commit_without_waiting_for_the_wal(pg: PostgresStore,
-                                                                  pg_schema_url: str) -> None:
-    # Each statement turns synchronous_commit off for its own transaction (see
-    # DESIGN-NOTES, "Claims and heartbeats commit asynchronously"); run here in
-    # an open transaction to look at the setting before the commit.
-    first, second = _add(pg, 2)
-    claim = {"worker_id": "w", "kinds": ["k"], "limit": 1, "lease_s": LEASE_S, "now": None}
-    heartbeat = {"ids": [first], "attempts": [1], "lease_s": LEASE_S, "now": None}
-    [job] = pg.job_claim_many("w", ["k"], 1, LEASE_S)
-    assert job.id == first
-    with psycopg.connect(pg_schema_url) as conn:
-        assert [r[1] for r in conn.execute(_claim_query(1), claim).fetchall()] == [second]
-        assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
-        conn.rollback()
-        assert conn.execute(_Q["job_heartbeat_many"], heartbeat).fetchall() == [
-            (first, 1, "running")]
-        assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
-        conn.rollback()
-    # Through the store: nothing outlives the statement on its pooled
-    # connections, so the submits and completions made on them still wait for
-    # their flush.
-    assert pg.job_heartbeat_many([(first, 1)], LEASE_S).lost == set()
-    with ExitStack() as stack:
-        pooled = [stack.enter_context(pg._conn())
-                  for _ in range(pg._pool.get_stats()["pool_size"])]
-        assert [c.execute("SHOW synchronous_commit").fetchone() for c in pooled] == [
-            ("on",)] * len(pooled)

@@ -359,12 +359,8 @@ ORDER BY a.attempt, a.n;
 -- batch size rounded up to a power of two, at least 16. With the batch size
 -- only a parameter, PostgreSQL planned the statement at every claim (0.4 ms
 -- of a 0.8 ms claim of one job), as its generic plan looked dearer.
--- The claim commits without waiting for its WAL flush (`clock` turns
--- synchronous_commit off for this statement's transaction alone): see
--- docs/DESIGN-NOTES.md, "Claims and heartbeats commit asynchronously".
 WITH clock AS (
-    SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now,
-           set_config('synchronous_commit', 'off', true) AS async_commit
+    SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now
 ), busy AS (
     -- A LATERAL probe rather than EXISTS, which the planner may turn into a
     -- hash join over every queued job instead of one index probe per tenant.
@@ -447,10 +443,8 @@ FROM (SELECT 1) AS one
 LEFT JOIN claimed ON true;
 
 -- name: job_heartbeat_many
--- Commits without waiting for its WAL flush, as the claim does (`clock`).
 WITH clock AS (
-    SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now,
-           set_config('synchronous_commit', 'off', true) AS async_commit
+    SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now
 ), claims AS (
     SELECT * FROM unnest(%(ids)b::text[], %(attempts)b::integer[]) AS c (id, attempt)
 ), held AS (
