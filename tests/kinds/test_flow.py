@@ -414,3 +414,33 @@ def test_a_page_with_failing_records_types_its_good_ones_at_once(arrow: bool) ->
     assert batch is not None
     got = sorted((tuple(r.values()) for r in batch.to_pylist()), key=lambda r: r[0])
     assert got == sorted(rows.values(), key=lambda r: r[0])
+
+
+def test_an_import_queued_by_an_earlier_export_reads_its_artifacts(jd: App) -> None:
+    # Exports before the import read uploads itself wrote records.arrow (a CSV's text
+    # columns, a batch per page) or records.jsonl: an import naming one still reads it.
+    import pyarrow as pa
+
+    from jobdock.blobs import blob_key
+
+    spec = flow_input({"upload": "0" * 24})
+    records = [{"id": "1", "customer_email": "a@x", "total": "1.5", "status": "paid"},
+               {"id": "2", "customer_email": None, "total": "2", "status": "paid"}]
+    page = pa.RecordBatch.from_pylist(records)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, page.schema) as writer:
+        writer.write_batch(page)
+    jobs = []
+    for name, data in (("records.arrow", sink.getvalue().to_pybytes()),
+                       ("records.jsonl", b"\n".join(json.dumps(r).encode() for r in records))):
+        key = blob_key("default", "earlier-export", "artifacts", name)
+        jd.engine.blobs.put(key, data)
+        jobs.append(jd.submit("flow_import", {
+            "integration_id": "int-1", "flow_id": "flow-1", "export_id": "exp-flow-1",
+            "import": {**spec["import"], "table": name.replace(".", "_")},
+            "page_size": 100, "source_blob": key}))
+    with running(jd):
+        done = [wait_job(jd, job.id) for job in jobs]
+    for job in done:
+        assert job.status == "succeeded", job.error
+        assert (job.stats.get("success"), job.stats.get("errors")) == (1, 1)
