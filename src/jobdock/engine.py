@@ -26,10 +26,6 @@ from functools import cache
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
-# pydantic_core's ValidationError is pydantic's; pydantic itself is loaded by the
-# kinds that have an input model, and a worker whose kinds have none never needs it.
-from pydantic_core import ValidationError
-
 import jobdock.errors as errors
 from jobdock.blobs import BlobStore
 from jobdock.config import Settings
@@ -563,6 +559,10 @@ def _validated_input(spec: KindSpec, value: Any) -> Any:
             raise errors.InvalidInput(f"input of kind {spec.name!r} must be a JSON object",
                                       [{"field": "input", "message": "expected an object"}])
         return value
+    # pydantic_core's ValidationError is pydantic's, loaded with the model: a worker
+    # whose kinds have none never loads either (pydantic-core alone is 3 MB).
+    from pydantic_core import ValidationError
+
     try:
         return model.model_validate(value).model_dump(mode="json")
     except ValidationError as exc:

@@ -19,7 +19,7 @@ from tests.helpers import WorkerThreads
 # What a worker of an app whose kinds take plain input must not import.
 HEAVY = ("jobdock.kinds.sleep", "jobdock.kinds.webhook", "jobdock.kinds.ingest",
          "jobdock.kinds.flow", "jobdock.kinds.readers", "pyarrow", "pydantic.", "typer",
-         "rich", "jobdock.cli_commands")
+         "rich", "jobdock.cli_commands", "pydantic_core")
 
 # `jobdock worker` as the console script runs it.
 WORKER_THEN_MODULES = """

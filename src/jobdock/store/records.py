@@ -13,8 +13,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic_core import from_json
-
 from jobdock.model import Job
 
 __all__ = ["RECORD_FIELDS", "Record", "job_record", "records_of"]
@@ -56,6 +54,9 @@ def records_of(text: str | None) -> list[Record]:
     caller takes the rows through `Job`)."""
     if text is None:
         return []
+    # Imported here: the API reads pages and has it loaded; a worker never reads one.
+    from pydantic_core import from_json
+
     records: list[Record] = from_json(text, cache_strings="keys")  # values rarely repeat
     for record in records:
         if record["timeout_s"] is not None:
