@@ -185,3 +185,32 @@ def test_burst_waits_for_children_spawned_by_its_last_job(app: App) -> None:
     app.run_worker(concurrency=1, burst=True)
     child_id = app.get(job.id).result
     assert app.get(child_id).status is JobStatus.SUCCEEDED
+
+
+def test_results_waiting_to_be_written_hold_back_claims(database_url: str,
+                                                          tmp_path: Path) -> None:
+    """A worker whose results are written slower than its jobs run stops claiming while
+    4 x 2 x claim_batch results wait (they are kept in memory with their jobs), and
+    still finishes every job."""
+    app = App(database_url=database_url, blob_url=f"file://{tmp_path / 'blobs'}",
+              **{**FAST, "claim_batch": 2, "flush_interval_s": 0.01})
+    app.job("noop")(lambda ctx, input: None)
+    jobs = app.submit_many([("noop", {"i": i}) for i in range(120)])
+    worker = app.worker(concurrency=4, burst=True)
+    complete, most = app.engine.complete, [0]
+
+    def slow_complete(*args: Any) -> set[str]:
+        most[0] = max(most[0], worker._unflushed)
+        time.sleep(0.01)
+        return complete(*args)
+
+    app.engine.complete = slow_complete  # type: ignore[method-assign]
+    try:
+        stats = worker.run()
+    finally:
+        app.close()
+    assert stats.succeeded == 120
+    assert worker._unflushed_max == 16
+    # + the jobs held when the claims stopped: at most claim_batch + concurrency
+    assert 0 < most[0] <= worker._unflushed_max + 6
+    assert len({j.id for j in jobs}) == 120
