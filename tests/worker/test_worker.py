@@ -214,3 +214,27 @@ def test_results_waiting_to_be_written_hold_back_claims(database_url: str,
     # + the jobs held when the claims stopped: at most claim_batch + concurrency
     assert 0 < most[0] <= worker._unflushed_max + 6
     assert len({j.id for j in jobs}) == 120
+
+
+def test_the_first_result_after_a_quiet_spell_is_written_at_once(app: App) -> None:
+    """Not at the next timed flush: a worker's first result is visible at once, while
+    its other job still runs."""
+    app.settings.flush_interval_s = 5.0  # the worker reads it when made
+    release = threading.Event()
+
+    @app.job("wait")
+    def wait(ctx: JobContext, input: dict[str, Any]) -> None:
+        release.wait(10)
+
+    app.job("noop")(lambda ctx, input: None)
+    waiting = app.submit("wait", {})
+    job = app.submit("noop", {})
+    workers = WorkerThreads(app)
+    try:
+        workers.start(concurrency=2)
+        done = app.wait(job.id, timeout_s=2.5)
+        assert app.get(waiting.id).status is JobStatus.RUNNING
+    finally:
+        release.set()
+        workers.stop_all()
+    assert done.status is JobStatus.SUCCEEDED

@@ -106,6 +106,9 @@ class Worker:
         # its flushes were large (a bound of 1,024: 15% slower).
         self._unflushed = 0
         self._unflushed_max = 4 * self._flush_at
+        # When the last write of results ended: the first result after a quiet spell
+        # (such as a worker's first) is written at once, not at the next timed flush.
+        self._last_written = 0.0
         self._drained = False  # the last claim found fewer jobs than it asked for
         self._flushed = threading.Event()
         self._rate = _Rate(min_jobs=2 * concurrency)
@@ -250,16 +253,18 @@ class Worker:
             wake = len(self._held) <= self._low_water
             out_of_jobs = self._drained and not self._held
             reported, held.reported = held.reported, True
-        buffered = 0
+        buffered, first = 0, False
         if not reported:
             with self._buffer_lock:
                 self._completions.append(completion)
                 self._finished_jobs[job_id] = held.job
                 buffered = len(self._completions)
                 self._unflushed += 1
+                first = self._unflushed == 1
         if wake:
             self._room.set()
-        if out_of_jobs or buffered >= self._flush_at:
+        if out_of_jobs or buffered >= self._flush_at or (
+                first and time.monotonic() - self._last_written >= self.settings.flush_interval_s):
             self._flush_now.set()
 
     def _buffer_error(self, record: JobErrorRecord) -> None:
@@ -350,6 +355,8 @@ class Worker:
             return False
         with self._buffer_lock:
             self._unflushed -= len(completions)
+        if completions:
+            self._last_written = time.monotonic()
         self._room.set()
         self._count(completions, accepted)
         return True
