@@ -357,7 +357,7 @@ class Worker:
             self._unflushed -= len(completions)
         if completions:
             self._last_written = time.monotonic()
-        self._room.set()
+            self._room.set()  # the claim loop may be waiting for these to be written
         self._count(completions, accepted)
         return True
 
