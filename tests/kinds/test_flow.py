@@ -444,3 +444,22 @@ def test_an_import_queued_by_an_earlier_export_reads_its_artifacts(jd: App) -> N
     for job in done:
         assert job.status == "succeeded", job.error
         assert (job.stats.get("success"), job.stats.get("errors")) == (1, 1)
+
+
+def test_a_canceled_export_cancels_the_import_reading_its_upload(jd: App) -> None:
+    # The import of an upload is submitted as its export starts: an export that sees a
+    # cancel cancels that import too. The export runs here in this thread, asked to
+    # stop before its first page (a running flow's export ends too fast to catch).
+    from jobdock.errors import JobCanceled
+    from jobdock.kinds.flow import FlowExportInput, flow_export
+    from jobdock.worker.context import JobContext
+
+    spec = flow_input({"upload": upload(jd, "o.csv", csv_bytes(SOURCE))})
+    export = jd.submit("flow_export", spec)
+    ctx = JobContext(export, jd.worker())
+    ctx._request_cancel()
+    with pytest.raises(JobCanceled):
+        flow_export(ctx, FlowExportInput.model_validate(spec))
+    [imported] = [j for j in jd.list(page_size=10).items if j.kind == "flow_import"]
+    assert imported.status == "canceled"
+    assert imported.input["source_upload"] == spec["export"]["source"]["upload"]
