@@ -56,13 +56,15 @@ BUILTIN: list[tuple[KindSpec, JobFunction]] = [
      later(f"{_FLOW}:flow")),
     (KindSpec("flow_export", input_model_ref=f"{_FLOW}:FlowExportInput",
               labels_of=later(f"{_FLOW}:flow_labels"),
-              description="Step 0 of a flow: read the source in pages into records.arrow"
-              " (a plain CSV upload) or records.jsonl (any other source); counts exported"
-              " and pages; submits the flow_import step."),
+              description="Step 0 of a flow: submits the flow_import step, then reads the"
+              " source in pages and counts exported records and pages. The import reads an"
+              " upload itself, at the same time; a table source is copied for it into"
+              " records.jsonl."),
      later(f"{_FLOW}:flow_export")),
     (KindSpec("flow_import", input_model_ref=f"{_FLOW}:FlowImportInput",
               labels_of=later(f"{_FLOW}:flow_labels"),
-              description="Step 1 of a flow: map, check and upsert the exported records a"
-              " page at a time; counts success, errors (with retry data), ignored, pages."),
+              description="Step 1 of a flow: read the exported records (the upload itself,"
+              " or records.jsonl) a page at a time; map, check and upsert them; counts"
+              " success, errors (with retry data), ignored, pages."),
      later(f"{_FLOW}:flow_import")),
 ]
