@@ -32,9 +32,10 @@ keys_cli = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 
 
 @cache
-def _console(stderr: bool = False) -> Console:
-    """rich's console, made on first use: `jobdock worker` prints nothing with it, and
-    importing rich would cost each worker process start-up time and memory."""
+def console(stderr: bool = False) -> Console:
+    """rich's console for every command, made on first use: `jobdock worker` prints
+    nothing with it, and importing rich would cost each worker process start-up time
+    and memory."""
     from rich.console import Console
 
     return Console(stderr=stderr)
@@ -56,7 +57,7 @@ def _access(spec: str | None) -> tuple[App, Access]:
 
 
 def _fail(message: str) -> NoReturn:
-    _console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
+    console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(2)
 
 
@@ -128,7 +129,7 @@ def apps_create(
         _echo_json(_app_json(record))
     else:
         typer.echo(record.id)
-        _console(stderr=True).print(f"created app {record.name!r} in tenant {tenant!r}",
+        console(stderr=True).print(f"created app {record.name!r} in tenant {tenant!r}",
                                     highlight=False)
 
 
@@ -152,7 +153,7 @@ def apps_list(tenant: TenantFilter = None, as_json: JsonOption = False,
     table = Table("id", "tenant", "name", "created")
     for record in records:
         table.add_row(record.id, record.tenant_id, record.name, _short(record.created_at))
-    _console().print(table)
+    console().print(table)
 
 
 # -- keys ------------------------------------------------------------------------
@@ -189,7 +190,7 @@ def keys_create(
         return
     typer.echo(presented)
     expiry = f"expires {_short(key.expires_at)} UTC" if key.expires_at else "never expires"
-    _console(stderr=True).print(f"created key {key.id} ({key.prefix}) for tenant {tenant!r}"
+    console(stderr=True).print(f"created key {key.id} ({key.prefix}) for tenant {tenant!r}"
                       f"{f', app {app_ref!r}' if app_ref else ''}; scopes"
                       f" {' '.join(key.scopes)}; {expiry}. It is shown only this once.",
                       highlight=False)
@@ -219,7 +220,7 @@ def keys_list(tenant: TenantFilter = None, as_json: JsonOption = False,
         table.add_row(key.id, key.prefix, key.tenant_id, key.app_id or "", " ".join(key.scopes),
                       key.name or "", _short(key.created_at), _short(key.expires_at),
                       _state(key))
-    _console().print(table)
+    console().print(table)
 
 
 @keys_cli.command("revoke")
@@ -239,5 +240,5 @@ def keys_revoke(
         key = access.revoke_key(matches[0].id)
     except JobdockError as exc:
         _fail(exc.message)
-    _console().print(f"revoked key {key.id} ({key.prefix}) of tenant {key.tenant_id!r}",
+    console().print(f"revoked key {key.id} ({key.prefix}) of tenant {key.tenant_id!r}",
                   highlight=False)

@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from datetime import datetime
-from functools import cache
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from jobdock.cli import configure_logging, load_app, supervise, work
-from jobdock.cli_admin import apps_cli, keys_cli
+from jobdock.cli_admin import apps_cli, console, keys_cli
 from jobdock.errors import JobdockError
 from jobdock.model import Job
-
-if TYPE_CHECKING:
-    from rich.console import Console
 
 cli = typer.Typer(help="jobdock: durable asynchronous jobs that people can watch.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -24,16 +20,6 @@ tenants_cli = typer.Typer(help="Create and list tenants.", no_args_is_help=True)
 cli.add_typer(tenants_cli, name="tenants")
 cli.add_typer(apps_cli, name="apps")
 cli.add_typer(keys_cli, name="keys")
-
-
-@cache
-def _console(stderr: bool = False) -> Console:
-    """rich's console, made on first use: `jobdock worker` prints nothing with it, and
-    importing rich would cost each worker process start-up time and memory."""
-    from rich.console import Console
-
-    return Console(stderr=stderr)
-
 
 AppOption = Annotated[Optional[str], typer.Option(  # noqa: UP045 - typer needs Optional
     "--app", envvar="JOBDOCK_APP",
@@ -52,7 +38,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _fail(exc: JobdockError) -> None:
-    _console(stderr=True).print(f"[red]error:[/red] {exc.message}")
+    console(stderr=True).print(f"[red]error:[/red] {exc.message}")
     raise typer.Exit(2)
 
 
@@ -60,7 +46,7 @@ def _fail(exc: JobdockError) -> None:
 def migrate(app: AppOption = None) -> None:
     """Apply pending database migrations (safe to run twice and concurrently)."""
     applied = load_app(app).migrate()
-    _console().print(f"applied migrations: {applied}" if applied else "database is up to date")
+    console().print(f"applied migrations: {applied}" if applied else "database is up to date")
 
 
 @cli.command()
@@ -124,14 +110,14 @@ def submit(
             job = the_app.wait(job.id, tenant=tenant, timeout_s=86_400)
     except JobdockError as exc:
         _fail(exc)
-    _console().print_json(_job_json(job))
+    console().print_json(_job_json(job))
 
 
 @cli.command()
 def get(job_id: str, tenant: TenantOption = "default", app: AppOption = None) -> None:
     """Print one job as JSON."""
     try:
-        _console().print_json(_job_json(load_app(app).get(job_id, tenant=tenant)))
+        console().print_json(_job_json(load_app(app).get(job_id, tenant=tenant)))
     except JobdockError as exc:
         _fail(exc)
 
@@ -157,9 +143,9 @@ def list_jobs(
     for job in page.items:
         table.add_row(job.id, job.kind, job.status.value, str(job.attempt),
                       _short_time(job.created_at), _short_time(job.finished_at))
-    _console().print(table)
+    console().print(table)
     if page.next_page_token:
-        _console().print(f"next page: --page-token {page.next_page_token}")
+        console().print(f"next page: --page-token {page.next_page_token}")
 
 
 def _short_time(value: datetime | None) -> str:
@@ -173,7 +159,7 @@ def cancel(job_id: str, tenant: TenantOption = "default",
     """Cancel a job."""
     try:
         job = load_app(app).cancel(job_id, tenant=tenant, hard=hard)
-        _console().print(f"{job_id}: {job.status}")
+        console().print(f"{job_id}: {job.status}")
     except JobdockError as exc:
         _fail(exc)
 
@@ -182,7 +168,7 @@ def cancel(job_id: str, tenant: TenantOption = "default",
 def retry(job_id: str, tenant: TenantOption = "default", app: AppOption = None) -> None:
     """Run a failed or canceled job again."""
     try:
-        _console().print(f"{job_id}: {load_app(app).retry(job_id, tenant=tenant).status}")
+        console().print(f"{job_id}: {load_app(app).retry(job_id, tenant=tenant).status}")
     except JobdockError as exc:
         _fail(exc)
 
@@ -194,14 +180,14 @@ def delete(job_id: str, tenant: TenantOption = "default", app: AppOption = None)
         deleted = load_app(app).delete(job_id, tenant=tenant)
     except JobdockError as exc:
         _fail(exc)
-    _console().print(f"deleted {len(deleted)} job(s)")
+    console().print(f"deleted {len(deleted)} job(s)")
 
 
 @cli.command()
 def maintain(app: AppOption = None) -> None:
     """Run one round of maintenance (rescue expired leases, purge expired jobs)."""
     report = load_app(app).engine.maintain()
-    _console().print(asdict(report))
+    console().print(asdict(report))
 
 
 @tenants_cli.command("create")
@@ -216,14 +202,14 @@ def tenants_create(
         tenant = load_app(app).create_tenant(name, retention_s)
     except JobdockError as exc:
         _fail(exc)
-    _console().print(f"created tenant {tenant.id}")
+    console().print(f"created tenant {tenant.id}")
 
 
 @tenants_cli.command("list")
 def tenants_list(app: AppOption = None) -> None:
     """List tenants."""
     for tenant in load_app(app).tenants():
-        _console().print(tenant.id)
+        console().print(tenant.id)
 
 
 @cli.command()
@@ -243,7 +229,7 @@ def demo(
 
     the_app = load_app(app)
     if serve:
-        demo_module.run_served(the_app, jobs, host, port, once, _console())
+        demo_module.run_served(the_app, jobs, host, port, once, console())
     else:
-        demo_module.run_in_process(the_app, jobs, _console())
+        demo_module.run_in_process(the_app, jobs, console())
 
