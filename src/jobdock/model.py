@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 
 class JobStatus(enum.StrEnum):
@@ -52,6 +52,27 @@ def can_transition(current: JobStatus, wanted: JobStatus) -> bool:
 def sources_of(wanted: JobStatus) -> frozenset[JobStatus]:
     """Every status from which `wanted` may be reached."""
     return frozenset(s for s, targets in TRANSITIONS.items() if wanted in targets)
+
+
+class _FrozenEmpty(dict[str, Any]):
+    """An empty dict that refuses every change.
+
+    The stores give the jobs of a claim this one object for their empty stats,
+    progress and labels, instead of three new dicts per job (about 0.2 KB of a
+    held or finished job's 1.3 KB). Nothing changes a job's dicts in place (a
+    JobContext copies them first); a change would raise rather than reach
+    every other job."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("this empty mapping is shared by many jobs: copy it to change it")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
+    __ior__ = _refuse
+
+
+EMPTY: dict[str, Any] = _FrozenEmpty()
 
 
 @dataclass(slots=True)

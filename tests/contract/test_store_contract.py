@@ -265,6 +265,20 @@ def test_claim_makes_jobs_running_with_a_lease(kit: Kit) -> None:
         S.RUNNING, 1, kit.t(5 + LEASE_S))
 
 
+def test_claimed_jobs_share_equal_values_and_refuse_changes_to_them(kit: Kit) -> None:
+    kit.add(created=1)
+    kit.add(created=1)
+    a, b = kit.claim(at=5)
+    assert (a.tenant_id, a.kind) == (b.tenant_id, b.kind) == ("default", "k")
+    assert a.tenant_id is b.tenant_id and a.kind is b.kind
+    assert a.started_at is b.started_at and a.lease_expires_at is b.lease_expires_at
+    assert a.stats == a.progress == a.labels == {}
+    assert a.stats is b.stats  # one shared empty dict: it must not be changed in place
+    with pytest.raises(TypeError):
+        a.stats["n"] = 1
+    assert dict(b.stats) == {} and b.labels == {}
+
+
 def test_claim_takes_only_the_kinds_asked_for(kit: Kit) -> None:
     a, b = kit.add(kind="a"), kit.add(kind="b")
     kit.add(kind="c")

@@ -86,3 +86,26 @@ def test_every_outcome_is_an_allowed_transition(outcome: Outcome) -> None:
     from_running, from_canceling = OUTCOME_TARGETS[outcome]
     assert can_transition(S.RUNNING, from_running)
     assert can_transition(S.CANCELING, from_canceling)
+
+
+def test_the_shared_empty_mapping_refuses_every_change_and_copies_as_a_dict() -> None:
+    import copy
+    import json
+    import pickle
+
+    from jobdock.model import EMPTY
+
+    changes = [lambda m: m.__setitem__("a", 1), lambda m: m.__delitem__("a"),
+               lambda m: m.clear(), lambda m: m.pop("a", None), lambda m: m.popitem(),
+               lambda m: m.setdefault("a", 1), lambda m: m.update(a=1)]
+    for change in changes:
+        with pytest.raises(TypeError):
+            change(EMPTY)
+    with pytest.raises(TypeError):
+        shared = EMPTY
+        shared |= {"a": 1}
+    assert EMPTY == {} and not EMPTY
+    assert dict(EMPTY) == {} and type(dict(EMPTY)) is dict
+    assert {**EMPTY, "a": 1} == {"a": 1}
+    assert json.dumps(EMPTY) == "{}"
+    assert copy.deepcopy(EMPTY) == {} and pickle.loads(pickle.dumps(EMPTY)) == {}

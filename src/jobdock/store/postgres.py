@@ -20,7 +20,7 @@ import math
 import re
 import select
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import UTC, datetime
 from functools import cache
@@ -43,6 +43,7 @@ from jobdock.errors import (
     TenantNotFound,
 )
 from jobdock.model import (
+    EMPTY,
     TERMINAL,
     Artifact,
     Attempt,
@@ -415,7 +416,12 @@ class PostgresStore(PostgresAccess, Store):
                 # than idle a whole poll interval with jobs waiting, or end a
                 # --burst worker as if the queue were empty.
                 time.sleep(_CLAIM_RETRY_S * attempt)
-        return [_claimed_job(r, worker_id) for r in _in_claim_order(claimed)]
+        # One object per distinct value across the batch for the tenant, the kind
+        # and the times (the claim's own three are the same for every job; jobs
+        # submitted together share theirs): a held or finished job is kept
+        # until its result is written, thousands of them in a drain.
+        same: dict[Any, Any] = {}
+        return [_claimed_job(r, worker_id, same.setdefault) for r in _in_claim_order(claimed)]
 
     def job_heartbeat_many(
         self, claims: Sequence[tuple[str, int]], lease_s: float, now: datetime | None = None
@@ -943,15 +949,17 @@ def _in_claim_order(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return [r for _, _, r in ranked]
 
 
-def _claimed_job(r: tuple[Any, ...], worker_id: str) -> Job:
-    """A job from a row of job_claim_many (columns by position: see the query)."""
+def _claimed_job(r: tuple[Any, ...], worker_id: str, same: Callable[[Any, Any], Any]) -> Job:
+    """A job from a row of job_claim_many (columns by position: see the query);
+    `same(v, v)` gives the batch's one object equal to v."""
     return Job(
-        id=r[1], tenant_id=r[2], app_id=r[3], seq=r[4], kind=r[5], name=r[6],
-        status=JobStatus.RUNNING, priority=r[7], input=fast_loads(r[8]), result=r[9],
-        error=r[10], stats=r[11] or {}, progress=r[12] or {}, labels=r[13] or {},
-        parent_id=r[14], attempt=r[15], max_attempts=r[16], run_at=r[17], timeout_s=r[18],
-        retention_s=r[19], idempotency_key=r[20], created_at=r[21], started_at=r[22],
-        finished_at=r[23], updated_at=r[24], expires_at=r[25], lease_expires_at=r[26],
+        id=r[1], tenant_id=same(r[2], r[2]), app_id=r[3], seq=r[4], kind=same(r[5], r[5]),
+        name=r[6], status=JobStatus.RUNNING, priority=r[7], input=fast_loads(r[8]),
+        result=r[9], error=r[10], stats=r[11] or EMPTY, progress=r[12] or EMPTY,
+        labels=r[13] or EMPTY, parent_id=r[14], attempt=r[15], max_attempts=r[16],
+        run_at=same(r[17], r[17]), timeout_s=r[18], retention_s=r[19], idempotency_key=r[20],
+        created_at=same(r[21], r[21]), started_at=same(r[22], r[22]), finished_at=r[23],
+        updated_at=same(r[24], r[24]), expires_at=r[25], lease_expires_at=same(r[26], r[26]),
         worker_id=worker_id,
     )
 

@@ -25,6 +25,7 @@ from typing import Any
 import jobdock.errors as errors
 from jobdock.ids import new_id
 from jobdock.model import (
+    EMPTY,
     TERMINAL,
     Artifact,
     Attempt,
@@ -145,15 +146,18 @@ class _Times(dict[float, datetime]):
         return converted
 
 
-def _claimed_job(row: tuple[Any, ...], times: _Times, started_at: datetime,
-                 lease_expires_at: datetime, worker_id: str) -> Job:
-    """A job from a row of CLAIMED_COLUMNS, as the claim left it."""
+def _claimed_job(row: tuple[Any, ...], times: _Times, same: dict[str, str],
+                 started_at: datetime, lease_expires_at: datetime, worker_id: str) -> Job:
+    """A job from a row of CLAIMED_COLUMNS, as the claim left it. The claim's jobs
+    share their equal times and names (`times`, `same`) and their empty dicts:
+    a worker keeps each until its result is written."""
     return Job(
-        id=row[0], tenant_id=row[1], app_id=row[2], seq=row[3], kind=row[4], name=row[5],
+        id=row[0], tenant_id=same.setdefault(row[1], row[1]), app_id=row[2], seq=row[3],
+        kind=same.setdefault(row[4], row[4]), name=row[5],
         status=JobStatus.RUNNING, priority=row[6], input=fast_loads(row[7]),
-        result=fast_loads(row[8]), error=fast_loads(row[9]), stats=fast_loads(row[10]) or {},
-        progress=fast_loads(row[11]) or {}, labels=fast_loads(row[12]) or {},
-        parent_id=row[13],
+        result=fast_loads(row[8]), error=fast_loads(row[9]),
+        stats=fast_loads(row[10]) or EMPTY, progress=fast_loads(row[11]) or EMPTY,
+        labels=fast_loads(row[12]) or EMPTY, parent_id=row[13],
         attempt=row[14], max_attempts=row[15], run_at=times[row[16]], timeout_s=row[17],
         retention_s=row[18], idempotency_key=row[19], created_at=times[row[20]],
         started_at=started_at, finished_at=_dt(row[21]), updated_at=started_at,
@@ -414,7 +418,9 @@ class SQLiteStore(SQLiteAccess, Store):
         rows.sort(key=lambda row: place[row[0]])
         times = _Times()
         started_at, lease_expires_at = times[t], times[t + lease_s]
-        return [_claimed_job(r, times, started_at, lease_expires_at, worker_id) for r in rows]
+        same: dict[str, str] = {}  # one string per tenant and kind across the batch
+        return [_claimed_job(r, times, same, started_at, lease_expires_at, worker_id)
+                for r in rows]
 
     def job_heartbeat_many(self, claims: Sequence[tuple[str, int]], lease_s: float,
                            now: datetime | None = None) -> HeartbeatResult:
