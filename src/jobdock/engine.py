@@ -448,8 +448,8 @@ class Engine:
 
     def complete(self, completions: Sequence[Completion],
                  jobs: Mapping[str, Job] | None = None) -> set[str]:
-        """End attempts; return the ids accepted. With `jobs` (the attempts' jobs by id,
-        as claimed), finish listeners hear of the accepted ones that may have ended."""
+        """End attempts; return the ids accepted. With `jobs` (the attempts' jobs by id),
+        finish listeners hear of the accepted ones that may have ended."""
         accepted = self.store.job_complete_many(completions)
         if jobs and self._finish_listeners:
             self._finished([jobs[c.job_id] for c in completions
@@ -478,8 +478,9 @@ class Engine:
     def on_finished(self, listener: FinishListener) -> None:
         """Call `listener` with jobs that may just have ended, after the change is committed.
 
-        A job passed is terminal as the store returned it, or the worker's copy from
-        its claim (not terminal), whose end the listener reads back if it cares.
+        A job passed is terminal as the store returned it, or, from a worker, who the
+        job is (id, tenant, kind, app, attempt; no input, times or counters) and not
+        terminal: a listener that cares reads its end back.
         Listeners run on the caller's thread; their failures are logged, never raised,
         so an event can be lost but a committed completion is never retried."""
         self._finish_listeners.append(listener)

@@ -30,7 +30,7 @@ from typing import Any
 import jobdock.errors as errors
 from jobdock.engine import Engine
 from jobdock.ids import new_id
-from jobdock.model import Completion, Job, JobErrorRecord, Outcome, ProgressUpdate
+from jobdock.model import EMPTY, Completion, Job, JobErrorRecord, Outcome, ProgressUpdate
 from jobdock.worker.context import JobContext
 
 log = logging.getLogger("jobdock.worker")
@@ -257,7 +257,7 @@ class Worker:
         if not reported:
             with self._buffer_lock:
                 self._completions.append(completion)
-                self._finished_jobs[job_id] = held.job
+                self._finished_jobs[job_id] = _ended(held.job)
                 buffered = len(self._completions)
                 self._unflushed += 1
                 first = self._unflushed == 1
@@ -427,6 +427,16 @@ class Worker:
         # connection from under them (SQLite crashes the process when it happens).
         for thread in self._threads[self.concurrency:]:
             thread.join(self.shutdown_grace_s)
+
+
+def _ended(job: Job) -> Job:
+    """What the finish listeners get of a job whose result waits to be written: who
+    it is, not its input or times (it is not terminal: a listener that cares reads
+    its end back). Kept instead of the claimed job, up to thousands of them in a
+    drain, until the results are written."""
+    return Job(id=job.id, tenant_id=job.tenant_id, kind=job.kind, status=job.status,
+               input=None, app_id=job.app_id, attempt=job.attempt,
+               stats=EMPTY, progress=EMPTY, labels=EMPTY, worker_id=job.worker_id)
 
 
 class _Rate:
