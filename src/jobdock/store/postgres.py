@@ -471,7 +471,7 @@ class PostgresStore(PostgresAccess, Store):
                 params = {
                     "ids": [c.job_id for c in batch],
                     "attempts": [c.attempt for c in batch],
-                    "outcomes": [str(Outcome(c.outcome)) for c in batch],
+                    "outcomes": [Outcome(c.outcome).value for c in batch],
                     "results": [_dumps_or_none(c.result) for c in batch],
                     "errors": [_dumps_or_none(c.error) for c in batch],
                     "retry_ats": [_utc_or_none(c.retry_at) for c in batch],
@@ -480,7 +480,9 @@ class PostgresStore(PostgresAccess, Store):
                     "now": now,
                     "channel": channel,
                 }
-                accepted.update(r["id"] for r in self._rows(conn, _Q["job_complete_many"], params))
+                # Tuple rows, read one at a time: a flush writes thousands of results.
+                cursor = conn.execute(_Q["job_complete_many"], params)
+                accepted.update(r[0] for r in cursor)
         return accepted
 
     def job_rescue_expired(
