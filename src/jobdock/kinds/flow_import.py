@@ -24,15 +24,16 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, suppress
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import ExitStack, closing, suppress
 from typing import Any
 
 from jobdock.kinds.flow_errors import record_error, retried_records
 from jobdock.kinds.flow_input import ARROW_ARTIFACT, FlowImportInput, ImportSpec
-from jobdock.kinds.flow_mapping import Mapper, checked_page
+from jobdock.kinds.flow_mapping import CheckedPage, Mapper, checked_page
 from jobdock.kinds.flow_steps import pages, reset_counters
 from jobdock.kinds.flow_upload import csv_header, text_pages, upload_items
+from jobdock.kinds.ingest import _read_ahead
 from jobdock.store.tables import Load, Tables, open_tables
 from jobdock.worker.context import JobContext
 
@@ -58,16 +59,16 @@ def flow_import(ctx: JobContext, input: FlowImportInput) -> dict[str, Any]:
         mapper = Mapper(spec)
         loads = _Loads(ctx, tables, spec, mapper.checker.key_positions)
         try:
-            for page, merged in _import_pages(ctx, input):
-                # Between pages only: a page is written whole or not at all.
-                ctx.raise_if_cancelled()
-                size = len(page) if isinstance(page, list) else page.num_rows
-                batch, failures, ignored = checked_page(mapper, page)
-                for record, problem in failures:
-                    record_error(ctx, record, mapper.mapped(record), problem)
-                loads.add(batch, size, {"success": size - len(failures) - ignored,
-                                        "errors": len(failures), "ignored": ignored,
-                                        "pages": merged})
+            with closing(_checked_pages(ctx, input, mapper)) as checked:
+                for page, merged, (batch, failures, ignored) in checked:
+                    # Between pages only: a page is written whole or not at all.
+                    ctx.raise_if_cancelled()
+                    size = len(page) if isinstance(page, list) else page.num_rows
+                    for record, problem in failures:
+                        record_error(ctx, record, mapper.mapped(record), problem)
+                    loads.add(batch, size, {"success": size - len(failures) - ignored,
+                                            "errors": len(failures), "ignored": ignored,
+                                            "pages": merged})
             loads.commit()
         except Exception:
             # The pages read whole before a cancel or a failure stay written, unless the
@@ -181,6 +182,23 @@ class _Loads:
         stack, self.load, self.stack = self.stack, None, None
         if stack is not None:
             stack.__exit__(*sys.exc_info())
+
+
+def _checked_pages(ctx: JobContext, input: FlowImportInput,
+                   mapper: Mapper) -> Generator[tuple[Any, int, CheckedPage], None, None]:
+    """The pages to import (see `_import_pages`), each with what `checked_page` makes of it.
+    After the first, they are read and checked by a thread of their own (`ingest`'s
+    read-ahead) while the job's thread writes the previous ones: Arrow reads and SQLite
+    writes without holding the GIL. The first is read here: reading it looks the upload
+    up in the store, whose connections belong to the job's thread."""
+    checked = ((page, merged, checked_page(mapper, page))
+               for page, merged in _import_pages(ctx, input))
+    first = next(checked, None)
+    if first is None:
+        return
+    yield first
+    with closing(_read_ahead(checked)) as ahead:
+        yield from ahead
 
 
 def _import_pages(ctx: JobContext, input: FlowImportInput) -> Iterator[tuple[Any, int]]:

@@ -198,6 +198,8 @@ class Mapper:
 
 
 Failure = tuple[dict[str, Any], Problem]  # a failing record and what keeps it out
+# What `checked_page` makes of a page: its good rows, its failing records, the ignored.
+CheckedPage = tuple[Any | None, list[Failure], int]
 
 
 @dataclasses.dataclass
@@ -210,7 +212,7 @@ class _Checked:
     failures: list[tuple[int, Failure]] = dataclasses.field(default_factory=list)
 
 
-def checked_page(mapper: Mapper, page: Any) -> tuple[Any | None, list[Failure], int]:
+def checked_page(mapper: Mapper, page: Any) -> CheckedPage:
     """A page's good records as one Arrow batch of the table's columns (a key's last
     record only; None when there is none), its failing records in order, and the number
     of ignored ones. `page`: an Arrow batch of text columns (a CSV's) or a list of
