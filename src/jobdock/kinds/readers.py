@@ -36,6 +36,7 @@ import io
 import json
 import re
 import shutil
+import struct
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -303,7 +304,8 @@ def _arrow_block(piece: bytes, header: list[str], columns: list[str]) -> Any:
     if b'"' in piece and (_ODD_QUOTE.search(piece) or not _PAIRED_QUOTES.fullmatch(piece)):
         return None
     try:
-        piece.decode("utf-8")  # the csv module would refuse the whole file (Arrow: no check)
+        if not _utf8(piece):  # the csv module would refuse the whole file (Arrow: no check)
+            return None
         table = pacsv.read_csv(
             pa.py_buffer(piece),
             # One block of Arrow's for the piece: one chunk per column, nothing to combine.
@@ -317,6 +319,20 @@ def _arrow_block(piece: bytes, header: list[str], columns: list[str]) -> Any:
     except (UnicodeDecodeError, pa.ArrowInvalid):
         return None
     return table if table.num_rows == lines else None
+
+
+def _utf8(piece: bytes) -> bool:
+    """Whether `piece` is UTF-8, as strict as Python's decoder: Arrow's check, which does
+    not hold the GIL (a decode would, and copy the text), as one large binary value."""
+    import pyarrow as pa
+
+    offsets = pa.py_buffer(struct.pack("<qq", 0, len(piece)))
+    value = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(piece)])
+    try:
+        value.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def _jsonl(stream: IO[bytes], name: str) -> Iterator[Record]:
