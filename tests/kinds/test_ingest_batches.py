@@ -184,17 +184,17 @@ def test_arrow_blocks_and_checked_rows_mix_in_one_file(jd: App,
 def test_read_ahead_gives_items_in_order_raises_their_error_and_stops_early() -> None:
     import threading
 
-    from jobdock.kinds.ingest import _read_ahead
+    from jobdock.kinds.ingest import read_ahead
 
-    assert list(_read_ahead(iter(range(100)))) == list(range(100))
+    assert list(read_ahead(iter(range(100)))) == list(range(100))
 
     def failing() -> Any:
         yield 1
         raise UnreadableFile("broken")
 
     with pytest.raises(UnreadableFile, match="broken"):
-        list(_read_ahead(failing()))
-    ahead = _read_ahead(iter(range(1_000_000)))
+        list(read_ahead(failing()))
+    ahead = read_ahead(iter(range(1_000_000)))
     assert next(ahead) == 0
     ahead.close()  # the reading thread ends without being drained
     assert not [t for t in threading.enumerate() if t.name == "ingest-read"]

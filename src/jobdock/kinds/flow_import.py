@@ -33,7 +33,7 @@ from jobdock.kinds.flow_input import ARROW_ARTIFACT, FlowImportInput, ImportSpec
 from jobdock.kinds.flow_mapping import CheckedPage, Mapper, checked_page
 from jobdock.kinds.flow_steps import pages, reset_counters
 from jobdock.kinds.flow_upload import csv_header, text_pages, upload_items
-from jobdock.kinds.ingest import _read_ahead
+from jobdock.kinds.ingest import read_ahead
 from jobdock.store.tables import Load, Tables, open_tables
 from jobdock.worker.context import JobContext
 
@@ -204,7 +204,7 @@ def _checked_pages(ctx: JobContext, input: FlowImportInput, mapper: Mapper,
     if first is None:
         return
     yield first
-    with closing(_read_ahead(checked)) as rest:
+    with closing(read_ahead(checked)) as rest:
         yield from rest
 
 

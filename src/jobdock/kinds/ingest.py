@@ -223,7 +223,7 @@ def _load_file(ctx: JobContext, index: int, ref: FileRef, checker: RowChecker, l
         raise IngestFailed(f"file {ref.name} ({ref.file_id}): the upload does not exist") from exc
     batches = ((item, typed_batch(item.batch, checker) if isinstance(item, ArrowRows) else None)
                for item in read_batches(raw, ref.name, checker.names))
-    with raw, contextlib.closing(_read_ahead(batches)) as ahead:
+    with raw, contextlib.closing(read_ahead(batches)) as ahead:
         try:
             for item, typed in ahead:
                 if typed is not None:
@@ -254,7 +254,7 @@ def _load_file(ctx: JobContext, index: int, ref: FileRef, checker: RowChecker, l
 _T = TypeVar("_T")
 
 
-def _read_ahead(items: Iterator[_T]) -> Generator[_T, None, None]:
+def read_ahead(items: Iterator[_T]) -> Generator[_T, None, None]:
     """`items`, produced by a thread of their own while the caller uses the previous ones.
     Arrow parses and converts without holding the GIL, and the databases store without
     it, so reading a file and staging its rows share the machine's cores."""
