@@ -1,12 +1,19 @@
-"""Helpers shared by test modules: worker threads and waiting for a condition."""
+"""Helpers shared by test modules: worker threads, waiting for a condition, list plans."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
+from datetime import datetime
+
+import psycopg
 
 from jobdock import App, Worker
+from jobdock.model import JobQuery
+from jobdock.store import postgres, sqlite
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
@@ -37,3 +44,17 @@ class WorkerThreads:
             worker, thread = self.running.pop()
             worker.stop()
             thread.join(30)
+
+
+def list_plan(database_url: str, query: JobQuery, now: datetime | None = None) -> list[str]:
+    """The lines of the plan of the store's list statement for `query`, on either store
+    (PostgreSQL's after ANALYZE, so that the plan is the one real statistics give)."""
+    if database_url.startswith("sqlite"):
+        statement, params = sqlite._job_list_statement(query, now.timestamp() if now else 0.0)
+        with closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as conn:
+            return [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {statement}", params)]
+    composed, values = postgres._job_list_statement(query, now)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ANALYZE jobs")
+        rows = conn.execute(b"EXPLAIN " + composed.as_bytes(conn), values).fetchall()
+    return [str(row[0]) for row in rows]

@@ -4,7 +4,6 @@ per job: they must be the bytes the models gave, and the list must read its inde
 from __future__ import annotations
 
 import random
-import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,8 +18,8 @@ from jobdock import App, JobContext
 from jobdock.access import Access
 from jobdock.api.schemas import JobOut, JobPage, _json_time, job_json, rfc3339
 from jobdock.model import Job, JobQuery, JobStatus
-from jobdock.store import postgres, sqlite
 from tests.api.conftest import MakeKey, bearer
+from tests.helpers import list_plan
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -153,17 +152,10 @@ def test_a_kind_and_status_list_reads_its_index(jd: App, database_url: str) -> N
     job of the tenant (which, in a queue, is the whole unfinished backlog first)."""
     register(jd)
     jd.submit_many([("k1", {"text": str(n)}) for n in range(2_000)])
+    plan = "\n".join(list_plan(database_url, _filtered(), T0))
     if database_url.startswith("sqlite"):
-        statement, params = sqlite._job_list_statement(_filtered(), T0.timestamp())
-        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
-            plan = str(conn.execute(f"EXPLAIN QUERY PLAN {statement}", params).fetchall())
         assert "USING INDEX jobs_kind_status" in plan, plan
         assert "TEMP B-TREE" not in plan, plan  # no sort: the index gives the order
         return
-    composed, values = postgres._job_list_statement(_filtered(), T0)
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("ANALYZE jobs")
-        rows = conn.execute(b"EXPLAIN " + composed.as_bytes(conn), values).fetchall()
-    plan = "\n".join(str(row[0]) for row in rows)
     assert "Backward using jobs_kind_status" in plan, plan
     assert "Seq Scan" not in plan, plan
