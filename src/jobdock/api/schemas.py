@@ -27,6 +27,7 @@ from pydantic_core import to_json
 
 from jobdock.engine import KindSpec
 from jobdock.model import Job, JobErrorRecord, JobStatus
+from jobdock.store.records import job_record, rfc3339
 
 __all__ = [
     "MAX_LABELS",
@@ -53,11 +54,6 @@ LABEL_NAME_PATTERN = r"^[A-Za-z0-9_.:/-]{1,128}$"
 _INT32 = 2**31 - 1
 MAX_DEPTH = 100
 _TEN_YEARS_S = 10 * 366 * 86_400
-
-
-def rfc3339(value: datetime) -> str:
-    """`value` in UTC, as RFC 3339 with microseconds and a `Z`."""
-    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _json_time(value: datetime | None) -> datetime | str | None:
@@ -201,19 +197,7 @@ def job_json(job: Job) -> dict[str, Any]:
     GET answers with it (tests check both give the same bytes), as a model and FastAPI's
     validation of the answer were a third of the time. List pages come as records from
     the store (jobdock.store.records), the same values."""
-    return {
-        "id": job.id, "tenant_id": job.tenant_id, "app_id": job.app_id, "seq": job.seq,
-        "kind": job.kind, "name": job.name, "status": str(job.status), "priority": job.priority,
-        "input": job.input, "result": job.result, "error": job.error, "stats": job.stats,
-        "progress": job.progress, "labels": job.labels, "parent_id": job.parent_id,
-        "attempt": job.attempt, "max_attempts": job.max_attempts,
-        "run_at": _json_time(job.run_at),
-        "timeout_s": None if job.timeout_s is None else float(job.timeout_s),
-        "retention_s": job.retention_s, "idempotency_key": job.idempotency_key,
-        "created_at": _json_time(job.created_at), "started_at": _json_time(job.started_at),
-        "finished_at": _json_time(job.finished_at), "updated_at": _json_time(job.updated_at),
-        "expires_at": _json_time(job.expires_at),
-    }
+    return job_record(job, _json_time)
 
 
 def job_response(job: Job) -> Response:

@@ -10,12 +10,13 @@ the API's `JobOut` model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from jobdock.model import Job
 
-__all__ = ["RECORD_FIELDS", "Record", "job_record", "records_of"]
+__all__ = ["RECORD_FIELDS", "Record", "job_record", "records_of", "rfc3339"]
 
 Record = dict[str, Any]
 
@@ -30,17 +31,22 @@ TIME_FIELDS = ("run_at", "created_at", "started_at", "finished_at", "updated_at"
 _MAPS = ("stats", "progress", "labels")
 
 
-def _rfc3339(value: datetime | None) -> str | None:
-    if value is None:
-        return None
+def rfc3339(value: datetime) -> str:
+    """`value` in UTC, as RFC 3339 with microseconds and a `Z`."""
     return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def job_record(job: Job) -> Record:
+def _rfc3339_or_none(value: datetime | None) -> str | None:
+    return None if value is None else rfc3339(value)
+
+
+def job_record(job: Job, time: Callable[[datetime | None], Any] = _rfc3339_or_none) -> Record:
+    """`job` as the API writes it; `time` gives each time's value (RFC 3339 text by
+    default; the API's GET hands some to its encoder as they are)."""
     record: Record = {name: getattr(job, name) for name in RECORD_FIELDS}
     record["status"] = str(job.status)
     for name in TIME_FIELDS:
-        record[name] = _rfc3339(record[name])
+        record[name] = time(record[name])
     if job.timeout_s is not None:
         record["timeout_s"] = float(job.timeout_s)
     return record
