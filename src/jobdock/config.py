@@ -87,11 +87,8 @@ class Settings:
 
     def model_copy(self, update: dict[str, Any] | None = None) -> Settings:
         """A copy with `update`'s values, checked (named after pydantic's, as before)."""
-        copy = replace(self)
-        for f in fields(self):
-            if update and f.name in update:
-                setattr(copy, f.name, _checked(f, update[f.name], ""))
-        return copy
+        # replace() builds through __init__: given values win, each value checked once.
+        return replace(self, **(update or {}))
 
     def model_dump(self) -> dict[str, Any]:
         """Every setting by name (named after pydantic's, as before)."""
