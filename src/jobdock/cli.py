@@ -10,7 +10,6 @@ command line in jobdock.cli_commands, which answers them as before.
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 import os
 import signal
@@ -19,9 +18,13 @@ from types import FrameType
 from typing import Any
 
 from jobdock.app import App
+from jobdock.engine import imported
 from jobdock.worker.processes import Supervisor
 
-# `jobdock worker`'s options that take a value, and their defaults (see cli_commands).
+# `jobdock worker`'s defaults, read here and by its typer command (cli_commands), and
+# the options that take a value, with their types.
+WORKER_DEFAULTS: dict[str, Any] = {"concurrency": 8, "processes": 1, "burst": False,
+                                   "log_level": "INFO"}
 _VALUE_OPTIONS = {"--app": str, "--concurrency": int, "--processes": int, "--log-level": str}
 
 
@@ -36,10 +39,11 @@ def import_app(spec: str | None) -> App:
     module_name, _, attribute = spec.partition(":")
     sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
+        app = imported(f"{module_name}:{attribute or 'app'}")
     except ImportError as exc:
         raise AppNotLoaded(f"cannot import {module_name!r}: {exc}") from exc
-    app = getattr(module, attribute or "app", None)
+    except AttributeError:
+        app = None
     if not isinstance(app, App):
         raise AppNotLoaded(f"{spec!r} is not a jobdock App (expected module:attribute)")
     return app
@@ -93,8 +97,7 @@ def plain_worker_options(argv: list[str]) -> dict[str, Any] | None:
     value; None for any other command line, left to the full one."""
     if not argv or argv[0] != "worker":
         return None
-    options: dict[str, Any] = {"app": os.environ.get("JOBDOCK_APP") or None, "concurrency": 8,
-                               "processes": 1, "burst": False, "log_level": "INFO"}
+    options: dict[str, Any] = {"app": os.environ.get("JOBDOCK_APP") or None, **WORKER_DEFAULTS}
     rest = iter(argv[1:])
     for arg in rest:
         if arg in ("--burst", "--no-burst"):

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from jobdock.cli import configure_logging, load_app, supervise, work
+from jobdock.cli import WORKER_DEFAULTS, configure_logging, load_app, supervise, work
 from jobdock.cli_admin import apps_cli, console, keys_cli
 from jobdock.errors import JobdockError
 from jobdock.model import Job
@@ -52,10 +52,14 @@ def migrate(app: AppOption = None) -> None:
 @cli.command()
 def worker(
     app: AppOption = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="jobs run at once per process")] = 8,
-    processes: Annotated[int, typer.Option(min=1, help="worker processes to run")] = 1,
-    burst: Annotated[bool, typer.Option(help="exit when nothing is left to do")] = False,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+    concurrency: Annotated[int, typer.Option(min=1, help="jobs run at once per process")]
+        = WORKER_DEFAULTS["concurrency"],
+    processes: Annotated[int, typer.Option(min=1, help="worker processes to run")]
+        = WORKER_DEFAULTS["processes"],
+    burst: Annotated[bool, typer.Option(help="exit when nothing is left to do")]
+        = WORKER_DEFAULTS["burst"],
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")]
+        = WORKER_DEFAULTS["log_level"],
 ) -> None:
     """Run workers for an app's job kinds (the built-in kinds are always included)."""
     # Run from jobdock.cli without typer when every option is plain and valid; the
