@@ -316,7 +316,7 @@ def _arrow_block(piece: bytes, header: list[str], columns: list[str]) -> Any:
                 column_types={c: pa.string() for c in columns}, include_columns=columns,
                 null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True,
                 check_utf8=False))
-    except (UnicodeDecodeError, pa.ArrowInvalid):
+    except pa.ArrowInvalid:
         return None
     return table if table.num_rows == lines else None
 

@@ -40,7 +40,7 @@ import psycopg.errors
 from psycopg import Copy, sql
 
 from jobdock.errors import StoreError, StoreUnavailable
-from jobdock.store.tables import Load, Row, Tables, conflicts, validate
+from jobdock.store.tables import Load, Row, Tables, conflicts, text_data, validate
 
 SQL_TYPES = {"int": "bigint", "float": "double precision", "str": "text", "bool": "boolean",
              "date": "date", "datetime": "timestamp with time zone"}
@@ -194,13 +194,6 @@ class PostgresTables(Tables):
                 sql.Identifier(self.schema(conn, tenant))))
 
 
-def _has_backslash(chunk: Any) -> bool:
-    """Whether a text array's data has a backslash (with the bytes of the buffer outside
-    the array, if any: at worst a batch needlessly written as CSV)."""
-    data = chunk.buffers()[2]
-    return data is not None and b"\\" in data.to_pybytes()
-
-
 class _PostgresLoad(Load):
     def __init__(self, conn: psycopg.Connection[Any], schema: str, table: str,
                  columns: dict[str, str], primary_key: list[str],
@@ -264,7 +257,7 @@ class _PostgresLoad(Load):
 
         for column, kind in zip(batch.columns, self._columns.values(), strict=True):
             chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-            if kind == "str" and (any(_has_backslash(chunk) for chunk in chunks)
+            if kind == "str" and (any(b"\\" in text_data(chunk) for chunk in chunks)
                                   or pc.any(pc.equal(column, "")).as_py()):
                 return None
         out = pa.BufferOutputStream()

@@ -184,7 +184,8 @@ class SQLiteTables(Tables):
                         # transaction of a copy from TEMP.
                         conn.execute("PRAGMA wal_autocheckpoint = 0")
                     conn.execute(_create(stage, columns, primary_key))
-                load = _SQLiteLoad(conn, table, dict(columns), list(primary_key), stage)
+                load = _SQLiteLoad(conn, table, dict(columns), list(primary_key), stage,
+                                    private=new)
                 yield load
             finally:
                 if conn.in_transaction:
@@ -247,7 +248,7 @@ class SQLiteTables(Tables):
 
 class _SQLiteLoad(Load):
     def __init__(self, conn: sqlite3.Connection, table: str, columns: dict[str, str],
-                 primary_key: list[str], stage: str) -> None:
+                 primary_key: list[str], stage: str, private: bool) -> None:
         self._conn = conn
         self._table = table
         self._columns = columns
@@ -256,7 +257,7 @@ class _SQLiteLoad(Load):
         self._stage = stage
         # The stage is a table of the tenant's file (a new table's), not a TEMP one; until
         # `finish` renames or drops it.
-        self.private = not stage.startswith("temp.")
+        self.private = private
         self._width = len(columns)
         self._rows_per_insert = max(1, _VALUES_PER_INSERT // self._width)
         row = f"({', '.join('?' * self._width)})"
