@@ -170,12 +170,8 @@ class _Loads:
             load, stack = self.load, self.stack
             self.load = self.stack = None
             assert stack is not None
-            try:
+            with stack:
                 load.finish()
-            except BaseException:
-                stack.__exit__(*sys.exc_info())
-                raise
-            stack.close()
         self._forget()
         if self.counts:
             self.ctx.count(**self.counts)

@@ -18,8 +18,7 @@ from collections import Counter
 from typing import Any
 
 from jobdock.kinds.flow_input import ImportSpec
-from jobdock.kinds.ingest import _FALSE, _TRUE, RowChecker, typed_batch
-from jobdock.store.tables import ARROW_TYPES
+from jobdock.kinds.ingest import _FALSE, _TRUE, RowChecker, _arrow_type, typed_batch
 
 Problem = tuple[str, str, str]  # (column, reason, code)
 # Pieces of a page this small are checked record by record rather than split again.
@@ -263,7 +262,7 @@ def _split(mapper: Mapper, piece: Any, where: list[int], out: _Checked) -> None:
     if typed is not None:
         out.batches.append((typed, where))
         return
-    if len(where) <= _ONE_BY_ONE or not mapper.plain:
+    if len(where) <= _ONE_BY_ONE:
         _one_by_one(mapper, _records(piece), where, out)
         return
     half = len(where) // 2
@@ -275,7 +274,7 @@ def _one_by_one(mapper: Mapper, records: list[dict[str, Any]], where: list[int],
                 out: _Checked) -> None:
     for position, record in zip(where, records, strict=True):
         row, problem = mapper.check(record)
-        if problem is not None or row is None:
+        if row is None:
             out.failures.append((position, (record, problem or ("", "", ""))))
         else:
             out.rows.append((position, row))
@@ -305,8 +304,7 @@ def _schema(mapper: Mapper) -> Any:
     import pyarrow as pa
 
     checker = mapper.checker
-    return pa.schema([(name, pa.timestamp("us", tz="UTC") if kind == "datetime"
-                       else pa.type_for_alias(ARROW_TYPES[kind]))
+    return pa.schema([(name, _arrow_type(kind))
                       for name, kind in zip(checker.names, checker.kinds, strict=True)])
 
 
