@@ -42,11 +42,11 @@ def flow_export(ctx: JobContext, input: FlowExportInput) -> dict[str, Any]:
     page_size = input.export.page_size
     upload_id = input.export.source.upload
     if upload_id is not None:
-        upload_name(ctx, upload_id)  # a missing upload fails the export alone
-        header = csv_header(ctx, upload_id)
+        name = upload_name(ctx, upload_id)  # a missing upload fails the export alone
+        header = csv_header(ctx, upload_id, name)
         child = _submit_import(ctx, input, source_upload=upload_id)
         try:
-            _count_pages(ctx, upload_id, header, page_size)
+            _count_pages(ctx, upload_id, name, header, page_size)
         except errors.JobCanceled:
             with suppress(errors.IllegalTransition, errors.NotFound):
                 ctx.engine.cancel(ctx.job.tenant_id, child.id)
@@ -76,13 +76,13 @@ def _submit_import(ctx: JobContext, input: FlowExportInput, **source: str) -> Jo
     return child
 
 
-def _count_pages(ctx: JobContext, upload_id: str, header: list[str] | None,
+def _count_pages(ctx: JobContext, upload_id: str, name: str, header: list[str] | None,
                  page_size: int) -> None:
     """Count an upload's records and pages, as the import will page them; its bad lines
     become error records. Of a plain CSV one column is enough to count (`read_batches`
     finds the records the same way whichever columns it keeps)."""
     wanted = header[:1] if header else None
-    for size in page_sizes(upload_items(ctx, upload_id, wanted), page_size):
+    for size in page_sizes(upload_items(ctx, upload_id, name, wanted), page_size):
         ctx.raise_if_cancelled()
         ctx.count(exported=size, pages=1)
         ctx.progress(ctx.stats.get("exported", 0), None, "exporting")

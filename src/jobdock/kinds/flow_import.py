@@ -32,7 +32,7 @@ from jobdock.kinds.flow_errors import record_error, retried_records
 from jobdock.kinds.flow_input import ARROW_ARTIFACT, FlowImportInput, ImportSpec
 from jobdock.kinds.flow_mapping import CheckedPage, Mapper, checked_page
 from jobdock.kinds.flow_steps import pages, reset_counters
-from jobdock.kinds.flow_upload import csv_header, text_pages, upload_items
+from jobdock.kinds.flow_upload import csv_header, text_pages, upload_items, upload_name
 from jobdock.kinds.ingest import read_ahead
 from jobdock.store.tables import Load, Tables, open_tables
 from jobdock.worker.context import JobContext
@@ -230,8 +230,9 @@ def _import_pages(ctx: JobContext, input: FlowImportInput) -> Iterator[tuple[Any
 def _upload_pages(ctx: JobContext, upload_id: str, page_size: int) -> Iterator[tuple[Any, int]]:
     """An upload's pages, as its export counts them (its bad lines, which the export
     records, are passed over): Arrow pages of a plain CSV, merged, or lists of records."""
-    header = csv_header(ctx, upload_id)
-    items = upload_items(ctx, upload_id, header, report=False)
+    name = upload_name(ctx, upload_id)
+    header = csv_header(ctx, upload_id, name)
+    items = upload_items(ctx, upload_id, name, header, report=False)
     if header:
         yield from _merged(text_pages(items, page_size))
     else:

@@ -30,12 +30,11 @@ from jobdock.worker.context import JobContext
 _HEAD_BYTES = 64 * 1024  # where a CSV's header line is looked for
 
 
-def csv_header(ctx: JobContext, upload_id: str) -> list[str] | None:
-    """The header's fields when the upload is one that the readers read as CSV (gzipped
-    or not): its records all have these fields and text values. An empty list when it
-    is such a CSV whose header the csv module must read (a quote in it)."""
+def csv_header(ctx: JobContext, upload_id: str, name: str) -> list[str] | None:
+    """The header's fields when the upload (named `name`) is one that the readers read as
+    CSV (gzipped or not): its records all have these fields and text values. An empty
+    list when it is such a CSV whose header the csv module must read (a quote in it)."""
     try:
-        name = ctx.engine.upload(ctx.job.tenant_id, upload_id, ctx.job.app_id).name
         with ctx.open(upload_id) as raw:
             head = raw.read(_HEAD_BYTES)
     except (errors.NotFound, PermissionError):
@@ -66,13 +65,12 @@ def upload_name(ctx: JobContext, upload_id: str) -> str:
         raise FlowFailed(f"upload {upload_id!r} does not exist") from exc
 
 
-def upload_items(ctx: JobContext, upload_id: str, header: list[str] | None, *,
+def upload_items(ctx: JobContext, upload_id: str, name: str, header: list[str] | None, *,
                  report: bool = True) -> Iterator[Any]:
-    """The upload's good records; each bad one becomes an error record (`report`) or is
-    passed over (the step that does not report them). With a CSV's `header` (or some of
-    its fields), runs of records come as Arrow tables of text columns where the readers
-    can."""
-    name = upload_name(ctx, upload_id)
+    """The good records of the upload named `name`; each bad one becomes an error record
+    (`report`) or is passed over (the step that does not report them). With a CSV's
+    `header` (or some of its fields), runs of records come as Arrow tables of text
+    columns where the readers can."""
     try:
         raw = ctx.open(upload_id)
     except (errors.NotFound, PermissionError) as exc:
