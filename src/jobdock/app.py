@@ -153,7 +153,7 @@ class App:
     def list(self, *, tenant: str = "default", status: str | Sequence[str] | None = None,
              kind: str | Sequence[str] | None = None, parent_id: str | None = None,
              labels: dict[str, str] | None = None, page_size: int = 100,
-             page_token: str | None = None) -> Page:
+             page_token: str | None = None) -> Page[Job]:
         query = JobQuery(tenant_id=tenant, kinds=_as_list(kind),
                          statuses=[JobStatus(s) for s in _as_list(status) or []] or None,
                          parent_id=parent_id, labels=labels or {}, page_size=page_size)

@@ -136,20 +136,6 @@ class MaintenanceReport:
     uploads_purged: int = 0
 
 
-@dataclass(slots=True)
-class ErrorPage:
-    items: list[JobErrorRecord]
-    next_page_token: str | None
-
-
-@dataclass(slots=True)
-class RecordPage:
-    """A page of jobs as records (store/records.py): the native API's list answer."""
-
-    items: list[Record]
-    next_page_token: str | None
-
-
 class Engine:
     def __init__(self, store: Store, blobs: BlobStore, settings: Settings | None = None) -> None:
         self.store = store
@@ -267,18 +253,18 @@ class Engine:
         return job
 
     def list_jobs(self, query: JobQuery, page_token: str | None = None,
-             now: datetime | None = None) -> Page:
+             now: datetime | None = None) -> Page[Job]:
         """A page of jobs, newest first; `next_page_token` continues the same query."""
         jobs, token = _paged(query, page_token, lambda q: self.store.job_list(q, now),
                              _job_id)
         return Page(jobs, token)
 
     def list_records(self, query: JobQuery, page_token: str | None = None,
-                     now: datetime | None = None) -> RecordPage:
+                     now: datetime | None = None) -> Page[Record]:
         """list_jobs' page as records, the native API's JSON shape (no Job per job)."""
         records, token = _paged(query, page_token,
                                 lambda q: self.store.job_list_records(q, now), _record_id)
-        return RecordPage(records, token)
+        return Page(records, token)
 
     def children(self, tenant: str, job_id: str) -> list[Job]:
         self.get(tenant, job_id)
@@ -297,8 +283,10 @@ class Engine:
         self.get(tenant, job_id)
         return self.store.job_errors_list(tenant, job_id, after_id, limit)
 
-    def error_page(self, tenant: str, job_id: str, page_size: int = 100,
-                   page_token: str | None = None, app_id: str | None = None) -> ErrorPage:
+    def error_page(
+        self, tenant: str, job_id: str, page_size: int = 100, page_token: str | None = None,
+        app_id: str | None = None,
+    ) -> Page[JobErrorRecord]:
         """A page of a job's per-record errors in the order they were recorded."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise errors.InvalidParameter(f"page_size must be between 1 and {MAX_PAGE_SIZE}",
@@ -308,9 +296,9 @@ class Engine:
         after = _decode_token(page_token, fingerprint) if page_token else None
         found = self.store.job_errors_list(tenant, job_id, after, page_size + 1)
         if len(found) > page_size:
-            return ErrorPage(found[:page_size], _encode_token(found[page_size - 1].id,
+            return Page(found[:page_size], _encode_token(found[page_size - 1].id,
                                                               fingerprint))
-        return ErrorPage(found, None)
+        return Page(found, None)
 
     def resolve_error(self, tenant: str, job_id: str, error_id: str, resolved: bool = True,
                       app_id: str | None = None) -> JobErrorRecord:

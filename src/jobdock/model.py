@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any, Generic, NoReturn, TypeVar
 
 
 class JobStatus(enum.StrEnum):
@@ -237,9 +237,14 @@ class JobQuery:
     after_id: str | None = None  # keyset: jobs with an id lower than this one
 
 
+Item = TypeVar("Item")
+
+
 @dataclass(slots=True)
-class Page:
-    items: list[Job]
+class Page(Generic[Item]):
+    """A page of a list (jobs, or the API's job records) and the token of the next one."""
+
+    items: list[Item]
     next_page_token: str | None
 
 
